@@ -1,0 +1,1 @@
+"""dlt sources, in the verified-sources layout."""

@@ -1,0 +1,98 @@
+"""The analytics API contract from the seed spec, and the defaults of the sync.
+
+Constants only: every path, page size, retry number and column type the project relies on lives
+here, so that the source, the Dagster layer, the checks and the docs agree.
+"""
+
+from typing import Final
+
+from dlt.common.schema.typing import TTableSchemaColumns
+
+SOURCE_NAME: Final = "analytics"
+PIPELINE_NAME: Final = "analytics_assets"
+# The dataset (a schema in DuckDB/PostgreSQL). The default DuckDB file is named after the
+# pipeline, never after the dataset: `analytics.duckdb` with dataset `analytics` is ambiguous.
+DATASET_NAME: Final = "analytics"
+DEFAULT_DESTINATION: Final = "duckdb"
+
+DEFAULT_BASE_URL: Final = "https://api.example.com"
+PAGE_PARAM: Final = "page"
+PAGE_SIZE_PARAM: Final = "page_size"
+PAGE_SIZE: Final = 32
+
+# Seed: "retry on 429, 500, 502, 503, 504; max retries 3; backoff factor 2". dlt counts attempts.
+RETRY_STATUS_CODES: Final = (429, 500, 502, 503, 504)
+REQUEST_MAX_ATTEMPTS: Final = 4
+REQUEST_BACKOFF_FACTOR: Final = 2.0
+
+ORGANIZATIONS: Final = "organizations"
+PROJECTS: Final = "projects"
+TESTS: Final = "tests"
+RESOURCE_NAMES: Final = (ORGANIZATIONS, PROJECTS, TESTS)
+
+ORGANIZATIONS_PATH: Final = "/v3/organizations"
+PROJECTS_PATH: Final = "/v3/organizations/{organization_id}/projects"
+TESTS_PATH: Final = "/loadtests/v2/tests"
+
+DESCRIPTIONS: Final = {
+    ORGANIZATIONS: (
+        "Organizations of the analytics account, from `GET /v3/organizations` (selector "
+        "`organizations`). Merged on `id`."
+    ),
+    PROJECTS: (
+        "Projects of every organization, from `GET /v3/organizations/{organization_id}/projects` "
+        "(selector `projects`, page-number pagination, 32 per page). Merged on `id`."
+    ),
+    TESTS: (
+        "Load tests, from `GET /loadtests/v2/tests` (selector `tests`, page-number pagination, "
+        "32 per page). `test_run_ids` is kept as a JSON array on the test's row. Merged on `id`."
+    ),
+}
+
+
+def _columns(**types: str) -> TTableSchemaColumns:
+    """Column hints for dlt: every seed field is declared, so its type never depends on the data."""
+    return {
+        name: {"name": name, "data_type": data_type, "nullable": name != "id"}  # type: ignore[typeddict-item]
+        for name, data_type in types.items()
+    }
+
+
+# The seed's Schema section, as dlt types: string -> text, integer -> bigint, boolean -> bool,
+# `created`/`updated` -> timestamp (with time zone), array -> json (one row per record).
+SCHEMA: Final[dict[str, TTableSchemaColumns]] = {
+    ORGANIZATIONS: _columns(
+        billing_address="text",
+        billing_country="text",
+        billing_email="text",
+        created="timestamp",
+        description="text",
+        id="bigint",
+        is_default="bool",
+        is_saml_org="bool",
+        name="text",
+        owner_id="bigint",
+        updated="timestamp",
+        vat_number="text",
+    ),
+    PROJECTS: _columns(
+        created="timestamp",
+        description="text",
+        id="bigint",
+        is_default="bool",
+        name="text",
+        organization_id="bigint",
+        updated="timestamp",
+    ),
+    TESTS: _columns(
+        created="timestamp",
+        id="bigint",
+        last_test_run_id="text",
+        name="text",
+        project_id="bigint",
+        script="text",
+        test_run_ids="json",
+        updated="timestamp",
+        user_id="bigint",
+    ),
+}

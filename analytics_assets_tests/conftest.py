@@ -1,0 +1,85 @@
+"""Shared test set-up: a hermetic dlt config, the sample API on a loopback port, a temp warehouse.
+
+dlt reads `.dlt/*.toml` from its project dir once per process, so the repo's own `.dlt` (and a
+developer's secrets.toml) are hidden before anything imports dlt.
+"""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_HERMETIC = tempfile.mkdtemp(prefix="analytics-tests-")
+for _name in list(os.environ):
+    if _name.startswith(("SOURCES__", "DESTINATION__", "RUNTIME__", "NORMALIZE__", "LOAD__")) or (
+        _name in {"API_TOKEN", "DESTINATION_TYPE", "DAGSTER_HOME"}
+    ):
+        del os.environ[_name]
+os.environ["DLT_PROJECT_DIR"] = _HERMETIC
+os.environ["DLT_DATA_DIR"] = os.path.join(_HERMETIC, "dlt")
+os.environ["DLT_LOCAL_DIR"] = _HERMETIC
+
+import duckdb  # noqa: E402
+import pytest  # noqa: E402
+from dagster import (  # noqa: E402
+    AssetKey,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    materialize,
+)
+
+from analytics_assets.defs.assets import analytics_dlt_assets  # noqa: E402
+from analytics_assets.defs.resources import AnalyticsDltResource  # noqa: E402
+from analytics_assets.sample_api import SampleApiServer, build_account  # noqa: E402
+
+# Retries in tests wait milliseconds, not seconds; one test keeps the seed's real defaults.
+FAST_RETRY_ENV = {
+    "RUNTIME__REQUEST_BACKOFF_FACTOR": "0.01",
+    "RUNTIME__REQUEST_MAX_RETRY_DELAY": "0.2",
+}
+
+
+@pytest.fixture
+def api() -> Iterator[SampleApiServer]:
+    """The bundled sample API with the demo account, on an ephemeral loopback port."""
+    with SampleApiServer(build_account()) as server:
+        yield server
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh DuckDB file and dlt data dir for this test only."""
+    path = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(path))
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
+    return path
+
+
+@pytest.fixture
+def env(api: SampleApiServer, warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> SampleApiServer:
+    """Point the sync at the sample API and the temp warehouse, with fast retries."""
+    monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", api.url)
+    monkeypatch.setenv("SOURCES__ANALYTICS__API_TOKEN", api.token)
+    for name, value in FAST_RETRY_ENV.items():
+        monkeypatch.setenv(name, value)
+    return api
+
+
+def run_sync(
+    *tables: str, raise_on_error: bool = True, instance: DagsterInstance | None = None
+) -> ExecuteInProcessResult:
+    """Materialize the named tables (all when none) in process, as the UI's Materialize does."""
+    selection = [AssetKey(["analytics", t]) for t in tables] if tables else None
+    return materialize(
+        [analytics_dlt_assets],
+        resources={"dlt": AnalyticsDltResource()},
+        selection=selection,
+        instance=instance or DagsterInstance.ephemeral(),
+        raise_on_error=raise_on_error,
+    )
+
+
+def query(path: Path, sql: str) -> list[tuple]:
+    """Read the warehouse read-only, as a user would after a sync."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql).fetchall()
