@@ -1,0 +1,58 @@
+"""The code location loads, with exactly the documented assets, lineage and job."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import AssetKey
+
+from analytics_assets import defs
+from analytics_assets.sample_api import SampleApiServer
+from analytics_assets_tests.conftest import query
+
+REPO = Path(__file__).resolve().parents[1]
+ORGS, PROJECTS, TESTS = (AssetKey(["analytics", t]) for t in ("organizations", "projects", "tests"))
+
+
+def test_asset_graph_is_exactly_the_three_tables_with_their_lineage() -> None:
+    graph = defs.resolve_asset_graph()
+
+    assert set(graph.get_all_asset_keys()) == {ORGS, PROJECTS, TESTS}
+    assert graph.get(ORGS).parent_keys == set()
+    assert graph.get(PROJECTS).parent_keys == {ORGS}
+    assert graph.get(TESTS).parent_keys == {PROJECTS}
+
+
+def test_assets_carry_group_kinds_descriptions_and_columns() -> None:
+    graph = defs.resolve_asset_graph()
+
+    for key in (ORGS, PROJECTS, TESTS):
+        node = graph.get(key)
+        assert node.group_name == "analytics"
+        assert node.kinds == {"dlt", "duckdb"}
+        assert key.path[-1] in node.description
+        columns = node.metadata["dagster/column_schema"].columns
+        assert {c.name for c in columns} >= {"id", "created", "updated"}
+        assert node.metadata["dagster/table_name"] == f"analytics.{key.path[-1]}"
+
+
+def test_the_sync_job_covers_every_asset() -> None:
+    job = defs.resolve_job_def("analytics_sync")
+
+    assert job.asset_layer.selected_asset_keys == {ORGS, PROJECTS, TESTS}
+
+
+def test_the_dagster_cli_materializes_everything(env: SampleApiServer, warehouse: Path) -> None:
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "dagster"),
+        *("asset", "materialize", "-m", "analytics_assets", "--select", "*"),
+    ]
+    done = subprocess.run(command, cwd=REPO, env=os.environ, capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    for table, records in (
+        ("organizations", env.account.organizations),
+        ("tests", env.account.tests),
+    ):
+        assert query(warehouse, f"SELECT COUNT(*) FROM analytics.{table}")[0][0] == len(records)
