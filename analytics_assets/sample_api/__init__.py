@@ -1,0 +1,34 @@
+"""A deterministic, stdlib-only imitation of the load-testing analytics REST API.
+
+Why: the demo, the tests and the benchmarks need an offline API with real auth, pagination,
+errors and rate limits. Start it in-process with ``SampleApiServer().start()`` or as a process
+with ``python -m analytics_assets.sample_api`` (console script ``analytics-sample-api``).
+"""
+
+from analytics_assets.sample_api.data import (
+    DEMO_PROJECT_COUNTS,
+    DEMO_TESTS_PER_PROJECT,
+    Account,
+    RecordList,
+    build_account,
+    build_scaled_account,
+)
+from analytics_assets.sample_api.server import (
+    Fault,
+    RequestRecord,
+    SampleApiServer,
+    main,
+)
+
+__all__ = [
+    "DEMO_PROJECT_COUNTS",
+    "DEMO_TESTS_PER_PROJECT",
+    "Account",
+    "Fault",
+    "RecordList",
+    "RequestRecord",
+    "SampleApiServer",
+    "build_account",
+    "build_scaled_account",
+    "main",
+]
