@@ -1,19 +1,21 @@
-"""The code location: assembles the analytics assets, resources and jobs into `defs`."""
+"""The code location: assembles the analytics assets, jobs, schedule, sensors and resources."""
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import Definitions
 
-from analytics_assets.defs.assets import analytics_dlt_assets
-from analytics_assets.defs.resources import AnalyticsDltResource
-from analytics_assets.defs.translator import GROUP_NAME
-
-analytics_sync = define_asset_job(
-    "analytics_sync",
-    selection=AssetSelection.groups(GROUP_NAME),
-    description="Sync organizations, projects and tests from the analytics API.",
+from analytics_assets.defs.assets import analytics_assets
+from analytics_assets.defs.automation import (
+    analytics_change_sensor,
+    analytics_checks,
+    analytics_daily,
+    analytics_failure_sensor,
+    analytics_sync,
 )
+from analytics_assets.defs.resources import AnalyticsDltResource
 
 defs = Definitions(
-    assets=[analytics_dlt_assets],
-    jobs=[analytics_sync],
+    assets=analytics_assets,
+    jobs=[analytics_sync, analytics_checks],
+    schedules=[analytics_daily],
+    sensors=[analytics_change_sensor, analytics_failure_sensor],
     resources={"dlt": AnalyticsDltResource()},
 )

@@ -28,7 +28,7 @@ from dagster import (  # noqa: E402
     materialize,
 )
 
-from analytics_assets.defs.assets import analytics_dlt_assets  # noqa: E402
+from analytics_assets.defs.assets import analytics_assets  # noqa: E402
 from analytics_assets.defs.resources import AnalyticsDltResource  # noqa: E402
 from analytics_assets.sample_api import SampleApiServer, build_account  # noqa: E402
 
@@ -71,7 +71,7 @@ def run_sync(
     """Materialize the named tables (all when none) in process, as the UI's Materialize does."""
     selection = [AssetKey(["analytics", t]) for t in tables] if tables else None
     return materialize(
-        [analytics_dlt_assets],
+        analytics_assets,
         resources={"dlt": AnalyticsDltResource()},
         selection=selection,
         instance=instance or DagsterInstance.ephemeral(),

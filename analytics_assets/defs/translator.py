@@ -1,6 +1,8 @@
 """The single place that decides how a dlt resource of the analytics source looks in Dagster."""
 
-from dagster import AssetKey, AssetSpec, TableColumn, TableSchema
+from datetime import timedelta
+
+from dagster import AssetKey, AssetSpec, FreshnessPolicy, TableColumn, TableSchema
 from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 from dagster_dlt import DagsterDltTranslator
 from dagster_dlt.translator import DltResourceTranslatorData
@@ -16,6 +18,11 @@ from analytics_assets.sources.analytics.settings import (
 )
 
 GROUP_NAME = "analytics"
+# A daily sync: WARN once a table is more than a day old, FAIL after two (with an hour of slack
+# for a slow or retried run).
+FRESHNESS = FreshnessPolicy.time_window(
+    warn_window=timedelta(hours=25), fail_window=timedelta(hours=49)
+)
 # Lineage of the API: projects belong to organizations, tests belong to projects.
 UPSTREAM = {PROJECTS: ORGANIZATIONS, TESTS: PROJECTS}
 
@@ -42,6 +49,7 @@ class AnalyticsTranslator(DagsterDltTranslator):
             description=DESCRIPTIONS[name],
             group_name=GROUP_NAME,
             kinds={"dlt", destination_type()},
+            freshness_policy=FRESHNESS,
             metadata={
                 **TableMetadataSet(
                     table_name=f"{DATASET_NAME}.{name}",

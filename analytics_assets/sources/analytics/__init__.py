@@ -11,13 +11,17 @@ come from dlt's config system (environment, `.dlt/config.toml`, `.dlt/secrets.to
   the retry policy (default: 4 attempts, i.e. 3 retries, factor 2).
 """
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.configuration.inject import with_config
 from dlt.extract.source import DltSource
 from dlt.sources import DltResource
+from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
 from dlt.sources.rest_api import rest_api_resources
 from dlt.sources.rest_api.typing import RESTAPIConfig
 
@@ -33,7 +37,9 @@ from analytics_assets.sources.analytics.settings import (
     DEFAULT_BASE_URL,
     ORGANIZATIONS,
     ORGANIZATIONS_PATH,
+    PAGE_PARAM,
     PAGE_SIZE,
+    PAGE_SIZE_PARAM,
     PROJECTS,
     PROJECTS_PATH,
     SCHEMA,
@@ -49,6 +55,7 @@ __all__ = [
     "analytics",
     "analytics_source",
     "rest_api_config",
+    "upstream_fingerprint",
 ]
 
 
@@ -136,3 +143,37 @@ def analytics_source(**overrides: Any) -> DltSource:
         if "api_token" in e.fields:
             raise MissingApiToken(API_TOKEN_HELP) from None
         raise
+
+
+@with_config(sections=("sources", SOURCE_NAME))
+def _api_settings(
+    base_url: str = DEFAULT_BASE_URL, api_token: str = dlt.secrets.value, page_size: int = PAGE_SIZE
+) -> tuple[str, str, int]:
+    return base_url.rstrip("/"), api_token, page_size
+
+
+def upstream_fingerprint(request_timeout: float = 10.0) -> str:
+    """A cheap digest of what the API serves now: the organizations and the first page of tests.
+
+    Two requests of at most two attempts each: a poll must be quick, and a failure only means
+    "try again at the next poll". A change of `meta` (the API's total, when sent) counts too.
+    """
+    try:
+        base_url, api_token, page_size = _api_settings()
+    except ConfigFieldMissingException as e:
+        if "api_token" in e.fields:
+            raise MissingApiToken(API_TOKEN_HELP) from None
+        raise
+    session = build_session(
+        request_max_attempts=2, request_backoff_factor=0.5, request_timeout=request_timeout
+    )
+    auth = BearerTokenAuth(api_token)
+    digest = hashlib.sha256()
+    for path, params in (
+        (ORGANIZATIONS_PATH, {}),
+        (TESTS_PATH, {PAGE_PARAM: 1, PAGE_SIZE_PARAM: page_size}),
+    ):
+        response = session.get(f"{base_url}{path}", params=params, auth=auth)
+        response.raise_for_status()
+        digest.update(json.dumps(response.json(), sort_keys=True).encode())
+    return digest.hexdigest()

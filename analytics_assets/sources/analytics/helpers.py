@@ -63,6 +63,7 @@ class SizedPageNumberPaginator(PageNumberPaginator):
 def build_session(
     request_max_attempts: int | None = None,
     request_backoff_factor: float | None = None,
+    request_timeout: float | None = None,
 ) -> Session:
     """Build the retrying session once, with config resolved now, before the source exists.
 
@@ -75,7 +76,8 @@ def build_session(
         "request_backoff_factor", float, REQUEST_BACKOFF_FACTOR
     )
     client = Client(
-        request_timeout=_runtime("request_timeout", float, RuntimeConfiguration.request_timeout),
+        request_timeout=request_timeout
+        or _runtime("request_timeout", float, RuntimeConfiguration.request_timeout),
         request_max_attempts=attempts,
         request_backoff_factor=factor,
         request_max_retry_delay=_runtime(

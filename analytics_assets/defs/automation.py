@@ -1,0 +1,129 @@
+"""Jobs, the daily schedule and the sensors that keep the analytics tables fresh.
+
+Defaults are chosen so that nothing calls the API unless the user turns it on: the schedule and
+the change sensor start STOPPED; the run-failure sensor, which only reads Dagster's own events,
+starts RUNNING.
+"""
+
+import json
+
+import dlt
+import requests
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    define_asset_job,
+    run_failure_sensor,
+    sensor,
+)
+
+from analytics_assets.defs.assets import analytics_assets
+from analytics_assets.defs.translator import GROUP_NAME
+from analytics_assets.sources.analytics import MissingApiToken, upstream_fingerprint
+
+WEBHOOK_SETTING = "alerts.webhook_url"
+WEBHOOK_TIMEOUT_S = 10
+
+analytics_sync = define_asset_job(
+    "analytics_sync",
+    selection=AssetSelection.groups(GROUP_NAME),
+    description="Sync organizations, projects and tests from the analytics API, with all checks.",
+)
+
+analytics_checks = define_asset_job(
+    "analytics_checks",
+    selection=AssetSelection.checks_for_assets(*analytics_assets),
+    description="Run every asset check against the warehouse as it is, without syncing.",
+)
+
+analytics_daily = ScheduleDefinition(
+    name="analytics_daily",
+    job=analytics_sync,
+    cron_schedule="0 5 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="The full daily sync at 05:00 UTC. Off by default: turn it on in the UI.",
+)
+
+
+@sensor(
+    job=analytics_sync,
+    minimum_interval_seconds=15 * 60,
+    default_status=DefaultSensorStatus.STOPPED,
+    description=(
+        "Every 15 minutes, polls the organizations list and the first page of tests (two "
+        "requests) and launches analytics_sync only when they changed since the last poll."
+    ),
+)
+def analytics_change_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+    """Launch a sync when the API's cheap fingerprint differs from the one in the cursor."""
+    try:
+        fingerprint = upstream_fingerprint()
+    except MissingApiToken as e:
+        return SkipReason(str(e))
+    except requests.RequestException as e:
+        context.log.warning(f"Analytics API unreachable, poll skipped: {_describe(e)}")
+        return SkipReason(f"Analytics API unreachable: {_describe(e)}")
+    if fingerprint == context.cursor:
+        return SkipReason("No upstream change since the last poll.")
+    return SensorResult(
+        run_requests=[RunRequest(run_key=fingerprint, tags={"analytics/trigger": "upstream"})],
+        cursor=fingerprint,
+    )
+
+
+def _describe(error: requests.RequestException) -> str:
+    response = error.response
+    if response is not None:
+        return f"HTTP {response.status_code} from {response.url}"
+    return f"{type(error).__name__} for {error.request.url if error.request else 'the API'}"
+
+
+@run_failure_sensor(
+    name="analytics_failure_sensor",
+    monitored_jobs=[analytics_sync, analytics_checks],
+    default_status=DefaultSensorStatus.RUNNING,
+    description=(
+        "Reports a failed sync or a failed blocking check in one log line, and posts it as JSON "
+        f"to the webhook in the `{WEBHOOK_SETTING}` secret when one is set."
+    ),
+)
+def analytics_failure_sensor(context: RunFailureSensorContext) -> None:
+    """One line naming the run and the cause; the optional webhook gets the same as JSON."""
+    run = context.dagster_run
+    cause = failure_cause(context)
+    context.log.error(f"Run {run.run_id} of {run.job_name} failed: {cause}")
+    url = dlt.secrets.get(WEBHOOK_SETTING, str)
+    if not url:
+        return
+    payload = {"run_id": run.run_id, "job": run.job_name, "status": "FAILURE", "cause": cause}
+    try:
+        requests.post(url, json=payload, timeout=WEBHOOK_TIMEOUT_S).raise_for_status()
+    except requests.RequestException as e:
+        # the webhook URL may itself be a secret: name the failure, not the URL
+        status = e.response.status_code if e.response is not None else type(e).__name__
+        context.log.warning(f"Failure webhook ({WEBHOOK_SETTING}) was not delivered: {status}")
+
+
+def failure_cause(context: RunFailureSensorContext) -> str:
+    """The first line of each failed step's error, or the run's own failure message."""
+    causes = []
+    for event in context.get_step_failure_events():
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None and "step" in error.message[:80]:
+            error = error.cause  # skip Dagster's "Error occurred while executing op" wrapper
+        message = (error.message if error else event.message or "").strip()
+        causes.append(f"{event.step_key}: {_first_lines(message)}")
+    return "; ".join(causes) or _first_lines(context.failure_event.message or "unknown cause")
+
+
+def _first_lines(message: str, limit: int = 400) -> str:
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    return json.dumps(text)[1:-1][:limit]

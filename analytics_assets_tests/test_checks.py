@@ -1,0 +1,166 @@
+"""Each asset check passes on good data and fails, explaining why, on crafted bad data."""
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import AssetCheckSeverity, AssetKey, DagsterInstance
+
+from analytics_assets import defs
+from analytics_assets.sample_api import Fault, SampleApiServer
+from analytics_assets_tests.conftest import run_sync
+
+
+def run_checks() -> dict[tuple[str, str], object]:
+    """The checks-only job, as a user runs it from the UI; evaluations by (table, check)."""
+    result = defs.resolve_job_def("analytics_checks").execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    return {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def tamper(path: Path, *statements: str) -> None:
+    with duckdb.connect(str(path)) as con:
+        for sql in statements:
+            con.execute(sql)
+
+
+@pytest.fixture
+def synced(env: SampleApiServer, warehouse: Path) -> Path:
+    assert run_sync().success
+    return warehouse
+
+
+def test_every_check_passes_on_good_data(env: SampleApiServer) -> None:
+    result = run_sync()
+
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 11
+    assert {(e.asset_key.path[-1], e.check_name) for e in evaluations if not e.passed} == set()
+
+
+def test_checks_only_job_evaluates_every_check_without_calling_the_api(
+    synced: Path, env: SampleApiServer
+) -> None:
+    env.reset_requests()
+
+    evaluations = run_checks()
+
+    assert len(evaluations) == 11 and all(e.passed for e in evaluations.values())
+    assert env.request_count() == 0
+
+
+def test_duplicate_and_null_ids_are_named(synced: Path, env: SampleApiServer) -> None:
+    org = env.account.organizations[1]["id"]
+    tamper(
+        synced,
+        f"INSERT INTO analytics.organizations SELECT * FROM analytics.organizations WHERE id={org}",
+        "ALTER TABLE analytics.tests ALTER COLUMN id DROP NOT NULL",
+        f"UPDATE analytics.tests SET id = NULL WHERE id = {env.account.tests[0]['id']}",
+    )
+
+    evaluations = run_checks()
+
+    dup = evaluations[("organizations", "id_is_unique_and_not_null")]
+    assert not dup.passed
+    assert dup.metadata["sample_duplicated_ids"].value == [org]
+    assert dup.metadata["duplicated_ids"].value == 1
+    assert "GROUP BY id" in dup.metadata["sql"].value
+    nulls = evaluations[("tests", "id_is_unique_and_not_null")]
+    assert not nulls.passed and nulls.metadata["null_ids"].value == 1
+
+
+def test_orphaned_projects_fail_a_blocking_check_and_tests_do_not_load(
+    env: SampleApiServer, warehouse: Path
+) -> None:
+    org = env.account.organizations[0]
+    orphan = {**env.account.projects[0], "id": 55_555, "organization_id": 999_999}
+    body = json.dumps({"projects": [orphan]})
+    env.add_fault(Fault(f"/v3/organizations/{org['id']}/projects", status=200, body=body))
+
+    result = run_sync(raise_on_error=False)
+
+    assert not result.success
+    evaluation = next(
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "organization_id_references_organizations"
+    )
+    assert not evaluation.passed
+    assert evaluation.metadata["sample_offending_ids"].value == [55_555]
+    assert evaluation.metadata["orphans"].value == 1
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert AssetKey(["analytics", "tests"]) not in materialized
+    assert env.request_count("/loadtests/") == 0
+
+
+def test_tests_pointing_at_unknown_projects_are_named(synced: Path, env: SampleApiServer) -> None:
+    test_id = env.account.tests[3]["id"]
+    tamper(synced, f"UPDATE analytics.tests SET project_id = 777 WHERE id = {test_id}")
+
+    evaluation = run_checks()[("tests", "project_id_references_projects")]
+
+    assert not evaluation.passed
+    assert evaluation.metadata["sample_offending_ids"].value == [test_id]
+    assert evaluation.metadata["sample_offending_values"].value == {str(test_id): 777}
+
+
+def test_bad_test_run_ids_are_named_with_a_reason(synced: Path, env: SampleApiServer) -> None:
+    a, b, c = (t["id"] for t in env.account.tests[:3])
+    tamper(
+        synced,
+        f"UPDATE analytics.tests SET test_run_ids = '[1, 1]' WHERE id = {a}",
+        f"UPDATE analytics.tests SET test_run_ids = '[\"x\"]' WHERE id = {b}",
+        f"UPDATE analytics.tests SET test_run_ids = '{{\"a\": 1}}' WHERE id = {c}",
+    )
+
+    evaluation = run_checks()[("tests", "test_run_ids_are_integer_arrays")]
+
+    assert not evaluation.passed
+    assert evaluation.metadata["sample_offending_ids"].value == [a, b, c]
+    assert evaluation.metadata["reasons"].value == {
+        str(a): "duplicate run ids",
+        str(b): "non-integer element",
+        str(c): "not an array: dict",
+    }
+
+
+def test_last_run_outside_the_run_list_is_named(synced: Path, env: SampleApiServer) -> None:
+    test_id = next(t["id"] for t in env.account.tests if t["test_run_ids"])
+    tamper(synced, f"UPDATE analytics.tests SET last_test_run_id = '1' WHERE id = {test_id}")
+
+    evaluation = run_checks()[("tests", "last_test_run_id_in_test_run_ids")]
+
+    assert not evaluation.passed
+    assert evaluation.metadata["sample_offending_ids"].value == [test_id]
+
+
+def test_schema_drift_is_an_error_and_extra_columns_a_warning(synced: Path) -> None:
+    tamper(
+        synced,
+        "ALTER TABLE analytics.organizations DROP COLUMN vat_number",
+        "ALTER TABLE analytics.organizations ALTER COLUMN owner_id TYPE VARCHAR",
+        "ALTER TABLE analytics.projects ADD COLUMN plan VARCHAR",
+    )
+
+    evaluations = run_checks()
+
+    orgs = evaluations[("organizations", "matches_seed_schema")]
+    assert not orgs.passed and orgs.severity == AssetCheckSeverity.ERROR
+    assert orgs.metadata["missing_columns"].value == ["vat_number"]
+    assert orgs.metadata["retyped_columns"].value == {"owner_id": "text (expected bigint)"}
+    projects = evaluations[("projects", "matches_seed_schema")]
+    assert not projects.passed and projects.severity == AssetCheckSeverity.WARN
+    assert projects.metadata["extra_columns"].value == ["plan"]
+    assert evaluations[("tests", "matches_seed_schema")].passed
+
+
+def test_an_empty_organizations_table_warns(synced: Path) -> None:
+    tamper(synced, "DELETE FROM analytics.organizations")
+
+    evaluation = run_checks()[("organizations", "not_empty")]
+
+    assert not evaluation.passed
+    assert evaluation.severity == AssetCheckSeverity.WARN
+    assert evaluation.metadata["rows"].value == 0
