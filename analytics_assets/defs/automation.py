@@ -113,12 +113,12 @@ def analytics_failure_sensor(context: RunFailureSensorContext) -> None:
 
 
 def failure_cause(context: RunFailureSensorContext) -> str:
-    """The first line of each failed step's error, or the run's own failure message."""
+    """Each failed step's root error (the HTTP status, the broken check), or the run's message."""
     causes = []
     for event in context.get_step_failure_events():
         error = event.step_failure_data.error
-        while error is not None and error.cause is not None and "step" in error.message[:80]:
-            error = error.cause  # skip Dagster's "Error occurred while executing op" wrapper
+        while error is not None and error.cause is not None:
+            error = error.cause  # Dagster and dlt wrap the error that says what went wrong
         message = (error.message if error else event.message or "").strip()
         causes.append(f"{event.step_key}: {_first_lines(message)}")
     return "; ".join(causes) or _first_lines(context.failure_event.message or "unknown cause")

@@ -1,0 +1,197 @@
+"""The schedule and sensors, evaluated as the daemon would, against the sample API."""
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    build_run_status_sensor_context,
+    build_schedule_context,
+    build_sensor_context,
+)
+
+from analytics_assets import defs
+from analytics_assets.defs.automation import (
+    analytics_change_sensor,
+    analytics_daily,
+    analytics_failure_sensor,
+    failure_cause,
+)
+from analytics_assets.sample_api import Fault, SampleApiServer
+
+
+def poll(cursor: str | None = None) -> SensorResult | SkipReason:
+    return analytics_change_sensor(build_sensor_context(cursor=cursor))
+
+
+def test_nothing_hits_the_api_unless_turned_on() -> None:
+    assert analytics_daily.default_status == DefaultScheduleStatus.STOPPED
+    assert analytics_change_sensor.default_status == DefaultSensorStatus.STOPPED
+    assert analytics_failure_sensor.default_status == DefaultSensorStatus.RUNNING
+
+
+def test_daily_schedule_requests_the_sync() -> None:
+    context = build_schedule_context(scheduled_execution_time=None)
+
+    data = analytics_daily.evaluate_tick(context)
+
+    assert analytics_daily.job_name == "analytics_sync"
+    assert analytics_daily.cron_schedule == "0 5 * * *"
+    assert len(data.run_requests) == 1
+
+
+def test_change_sensor_runs_once_per_change(env: SampleApiServer) -> None:
+    first = poll()
+    assert isinstance(first, SensorResult)
+    assert [type(r) for r in first.run_requests] == [RunRequest]
+    assert first.run_requests[0].job_name in (None, "analytics_sync")
+
+    unchanged = poll(first.cursor)
+    assert isinstance(unchanged, SkipReason)
+    assert "No upstream change" in unchanged.skip_message
+
+    env.account.organizations[2]["name"] = "Renamed"
+    renamed = poll(first.cursor)
+    assert isinstance(renamed, SensorResult) and renamed.cursor != first.cursor
+
+    env.account.tests.append({**env.account.tests[-1], "id": 999_001})
+    added = poll(renamed.cursor)
+    assert isinstance(added, SensorResult) and added.cursor != renamed.cursor
+    assert env.request_count() == 2 * 4
+
+
+def test_change_sensor_skips_when_the_api_is_down(env: SampleApiServer) -> None:
+    env.stop()
+
+    result = poll("previous-cursor")
+
+    assert isinstance(result, SkipReason)
+    assert "unreachable" in result.skip_message
+    assert "ConnectionError" in result.skip_message
+
+
+def test_change_sensor_skips_on_server_errors_and_names_the_status(env: SampleApiServer) -> None:
+    env.add_fault(Fault("/v3/organizations", status=503, times=5))
+
+    result = poll("previous-cursor")
+
+    assert isinstance(result, SkipReason)
+    assert f"HTTP 503 from {env.url}/v3/organizations" in result.skip_message
+
+
+def test_change_sensor_without_a_token_says_which_setting(
+    env: SampleApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOURCES__ANALYTICS__API_TOKEN")
+
+    result = poll()
+
+    assert isinstance(result, SkipReason)
+    assert "SOURCES__ANALYTICS__API_TOKEN" in result.skip_message
+    assert env.request_count() == 0
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A local webhook receiver that records the JSON bodies posted to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+    server.server_close()
+
+
+def failed_sync_context(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SOURCES__ANALYTICS__API_TOKEN", "wrong-token-93af")
+    instance = DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("analytics_sync").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    (record,) = instance.get_records_for_run(
+        result.run_id, of_type=DagsterEventType.RUN_FAILURE
+    ).records
+    return build_run_status_sensor_context(
+        sensor_name="analytics_failure_sensor",
+        dagster_event=record.event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+
+
+def test_failure_sensor_names_the_run_and_the_cause(
+    env: SampleApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = failed_sync_context(monkeypatch)
+
+    cause = failure_cause(context)
+
+    assert cause.startswith("analytics_organizations_projects: ")
+    assert "401 Client Error" in cause and env.url in cause
+    assert "wrong-token-93af" not in cause
+    analytics_failure_sensor(context)  # no webhook configured: logs only, and must not raise
+
+
+def test_failure_sensor_posts_to_the_webhook(
+    env: SampleApiServer, monkeypatch: pytest.MonkeyPatch, webhook: tuple[str, list[dict]]
+) -> None:
+    url, received = webhook
+    monkeypatch.setenv("ALERTS__WEBHOOK_URL", url)
+    context = failed_sync_context(monkeypatch)
+
+    analytics_failure_sensor(context)
+
+    (payload,) = received
+    assert payload["job"] == "analytics_sync"
+    assert payload["run_id"] == context.dagster_run.run_id
+    assert "401" in payload["cause"]
+
+
+def test_failure_sensor_reports_a_failed_blocking_check(
+    env: SampleApiServer, monkeypatch: pytest.MonkeyPatch, webhook: tuple[str, list[dict]]
+) -> None:
+    url, received = webhook
+    monkeypatch.setenv("ALERTS__WEBHOOK_URL", url)
+    org = env.account.organizations[0]["id"]
+    orphan = {**env.account.projects[0], "id": 55_555, "organization_id": 999_999}
+    env.add_fault(
+        Fault(f"/v3/organizations/{org}/projects", 200, body=json.dumps({"projects": [orphan]}))
+    )
+    instance = DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("analytics_sync").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    (record,) = instance.get_records_for_run(
+        result.run_id, of_type=DagsterEventType.RUN_FAILURE
+    ).records
+    context = build_run_status_sensor_context(
+        sensor_name="analytics_failure_sensor",
+        dagster_event=record.event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+
+    analytics_failure_sensor(context)
+
+    assert "organization_id_references_organizations" in received[0]["cause"]
