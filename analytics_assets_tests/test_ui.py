@@ -1,0 +1,253 @@
+"""End to end: `dagster dev` (webserver + daemon) from workspace.yaml, driven like a user would.
+
+One `dagster dev` serves the whole module: the GraphQL test launches `analytics_sync` through the
+API and waits for it; the browser test then looks at the asset graph and a checks tab in
+headless Chromium (Debian's package, driven by Playwright; no browser is downloaded).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from analytics_assets.sample_api import SampleApiServer, build_account
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / "screenshots"
+STARTUP_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 300
+CHECKS_PER_ASSET = {"organizations": 3, "projects": 3, "tests": 5}
+
+ASSETS_QUERY = """
+query {
+  assetNodes(group: {groupName: "analytics", repositoryName: "__repository__",
+                     repositoryLocationName: "analytics_assets"}) {
+    assetKey { path }
+    assetMaterializations(limit: 1) { runId }
+    assetChecksOrError {
+      ... on AssetChecks {
+        checks { name executionForLatestMaterialization { runId status } }
+      }
+    }
+  }
+}
+"""
+
+
+@dataclass
+class DagsterDev:
+    url: str
+    api: SampleApiServer
+    log: Path
+
+    def graphql(self, query: str, **variables: object) -> dict:
+        response = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev]:
+    tmp = tmp_path_factory.mktemp("dagster-dev")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    port = free_port()
+    log = tmp / "dagster-dev.log"
+    with SampleApiServer(build_account()) as api, open(log, "w") as out:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "SOURCES__ANALYTICS__BASE_URL": api.url,
+            "SOURCES__ANALYTICS__API_TOKEN": api.token,
+            "DESTINATION__DUCKDB__CREDENTIALS": str(tmp / "warehouse.duckdb"),
+            "DLT_DATA_DIR": str(tmp / "dlt"),
+        }
+        dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+        command = [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+        process = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            ui = DagsterDev(f"http://127.0.0.1:{port}", api, log)
+            wait_until_loaded(ui, process)
+            yield ui
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_until_loaded(ui: DagsterDev, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"dagster dev exited:\n{ui.log.read_text()[-3000:]}"
+        try:
+            data = ui.graphql(ASSETS_QUERY)
+            if len(data["assetNodes"]) == 3:
+                return
+        except (requests.RequestException, AssertionError, KeyError):
+            pass
+        time.sleep(1)
+    pytest.fail(f"dagster dev did not load the code location:\n{ui.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def synced(dagster_dev: DagsterDev) -> str:
+    """Launch analytics_sync through GraphQL, as the UI's launchpad does; wait for success."""
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    host, port = dagster_dev.url.removeprefix("http://").split(":")
+    client = DagsterGraphQLClient(host, port_number=int(port))
+    run_id = client.submit_job_execution(
+        "analytics_sync",
+        repository_location_name="analytics_assets",
+        repository_name="__repository__",
+    )
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            status = client.get_run_status(run_id).value
+        except DagsterGraphQLClientError:
+            status = None
+        if status in {"SUCCESS", "FAILURE", "CANCELED"}:
+            break
+        time.sleep(1)
+    assert status == "SUCCESS", (
+        f"run {run_id} ended {status}:\n{dagster_dev.log.read_text()[-3000:]}"
+    )
+    return run_id
+
+
+def test_sync_launched_through_graphql_materializes_everything_and_checks_it(
+    dagster_dev: DagsterDev, synced: str
+) -> None:
+    nodes = {
+        node["assetKey"]["path"][-1]: node
+        for node in dagster_dev.graphql(ASSETS_QUERY)["assetNodes"]
+    }
+
+    assert set(nodes) == set(CHECKS_PER_ASSET)
+    for table, node in nodes.items():
+        assert node["assetMaterializations"] == [{"runId": synced}], table
+        checks = node["assetChecksOrError"]["checks"]
+        assert len(checks) == CHECKS_PER_ASSET[table]
+        for check in checks:
+            execution = check["executionForLatestMaterialization"]
+            assert execution == {"runId": synced, "status": "SUCCEEDED"}, (table, check)
+    assert dagster_dev.api.request_count("/loadtests/v2/tests") > 0
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    path = chromium_path()
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but Debian's chromium is not installed (.ci/run installs it)")
+        pytest.skip("Debian's chromium is not installed: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=path,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url: str):
+    """A fresh page at `url`, past the first-visit community dialog."""
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(url, wait_until="networkidle")
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():
+        skip.first.click()
+    return page
+
+
+def test_asset_graph_shows_the_three_tables_and_their_edges(
+    dagster_dev: DagsterDev, synced: str, browser
+) -> None:
+    page = open_page(browser, f"{dagster_dev.url}/asset-groups/analytics")
+    page.get_by_text("5 / 5 Passed").wait_for(timeout=60_000)  # tests' checks, once loaded
+    assert page.get_by_text("3 / 3 Passed").count() == 2  # organizations' and projects'
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "asset-graph.png")
+
+    boxes = page.evaluate(
+        """() => Object.fromEntries(Array.from(document.querySelectorAll('svg foreignObject'))
+             .filter(fo => fo.querySelector('[data-tooltip]'))
+             .map(fo => [fo.querySelector('[data-tooltip]').getAttribute('data-tooltip'),
+                         [+fo.getAttribute('x'), +fo.getAttribute('width')]]))"""
+    )
+    assert set(boxes) == {"organizations", "projects", "tests"}
+    edges = page.evaluate(
+        """() => Array.from(document.querySelectorAll('svg path[marker-end]'))
+             .map(p => p.getAttribute('d').match(/-?[\\d.]+/g).map(Number))"""
+    )
+    # an edge starts at its source's right side and ends (arrow head) at its target's left side
+    drawn = {
+        (source, target)
+        for source, (sx, sw) in boxes.items()
+        for target, (tx, _) in boxes.items()
+        for d in edges
+        if abs(d[0] - (sx + sw)) < 15 and abs(d[-2] - tx) < 15
+    }
+    assert drawn == {("organizations", "projects"), ("projects", "tests")}
+
+
+def test_checks_tab_lists_every_check_with_its_status(
+    dagster_dev: DagsterDev, synced: str, browser
+) -> None:
+    page = open_page(browser, f"{dagster_dev.url}/assets/analytics/projects?view=checks")
+    rows = page.locator("[class*='AssetChecks_checkRow']")
+    rows.nth(2).wait_for(timeout=60_000)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "projects-checks.png")
+
+    statuses = {
+        rows.nth(i).locator("[title]").first.get_attribute("title"): rows.nth(i).inner_text()
+        for i in range(rows.count())
+    }
+    assert set(statuses) == {
+        "id_is_unique_and_not_null",
+        "matches_seed_schema",
+        "organization_id_references_organizations",
+    }
+    assert all("Succeeded" in text for text in statuses.values()), statuses
+    page.get_by_text("Passed", exact=True).first.wait_for(timeout=30_000)
