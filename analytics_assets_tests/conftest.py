@@ -28,8 +28,8 @@ from dagster import (  # noqa: E402
     materialize,
 )
 
-from analytics_assets.defs.assets import analytics_assets  # noqa: E402
-from analytics_assets.defs.resources import AnalyticsDltResource  # noqa: E402
+from analytics_assets.orchestration.assets import analytics_assets  # noqa: E402
+from analytics_assets.orchestration.resources import AnalyticsDltResource  # noqa: E402
 from analytics_assets.sample_api import SampleApiServer, build_account  # noqa: E402
 
 # Retries in tests wait milliseconds, not seconds; one test keeps the seed's real defaults.

@@ -20,7 +20,7 @@ from dagster import (
 )
 
 from analytics_assets import defs
-from analytics_assets.defs.automation import (
+from analytics_assets.orchestration.automation import (
     analytics_change_sensor,
     analytics_daily,
     analytics_failure_sensor,

@@ -1,6 +1,5 @@
 """Pagination, retries and auth of the source, over real HTTP against the sample API."""
 
-import math
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,17 @@ def failure_message(result) -> str:
     return "\n".join(messages)
 
 
+def pages_needed(items: int, with_count: bool) -> int:
+    """The fewest requests for a list: one more without a total when its last page is full."""
+    return max(1, -(-items // PAGE)) if with_count else items // PAGE + 1
+
+
+@pytest.mark.parametrize("with_count", [True, False], ids=["meta.count", "seed-contract"])
 def test_pagination_boundaries_cost_no_extra_requests(
-    env: SampleApiServer, warehouse: Path
+    env: SampleApiServer, warehouse: Path, with_count: bool
 ) -> None:
-    orgs = env.account.organizations
-    projects_per_org = {o["id"]: 0 for o in orgs}
+    env.send_count = with_count
+    projects_per_org = {o["id"]: 0 for o in env.account.organizations}
     for project in env.account.projects:
         projects_per_org[project["organization_id"]] += 1
     assert {0, 32, 33} <= set(projects_per_org.values()), "demo account lost its boundaries"
@@ -35,24 +40,23 @@ def test_pagination_boundaries_cost_no_extra_requests(
     assert run_sync().success
 
     for org_id, count in projects_per_org.items():
-        # a short page ends the list; only an exactly full last page needs one empty page
-        expected = count // PAGE + 1
-        assert env.request_count(f"/v3/organizations/{org_id}/projects") == expected, count
+        path = f"/v3/organizations/{org_id}/projects"
+        assert env.request_count(path) == pages_needed(count, with_count), count
     tests = len(env.account.tests)
-    assert env.request_count("/loadtests/v2/tests") == tests // PAGE + 1
-    assert env.request_count("/v3/organizations") == 1 + sum(
-        count // PAGE + 1 for count in projects_per_org.values()
-    )
+    assert env.request_count("/loadtests/v2/tests") == pages_needed(tests, with_count)
     loaded = query(warehouse, "SELECT COUNT(*), COUNT(DISTINCT id) FROM analytics.projects")[0]
     assert loaded == (len(env.account.projects),) * 2
 
 
-@pytest.mark.parametrize("total", [0, 31, 32, 33, 64, 65])
+@pytest.mark.parametrize("with_count", [True, False], ids=["meta.count", "seed-contract"])
+@pytest.mark.parametrize("total", [0, 31, 32, 33, 64, 65, 200])
 def test_tests_list_of_any_length_loads_every_record_once(
-    env: SampleApiServer, warehouse: Path, total: int
+    env: SampleApiServer, warehouse: Path, total: int, with_count: bool
 ) -> None:
-    env.account = build_account(tests_per_project=(1,))
-    env.account.tests[:] = build_account(project_counts=(70,), tests_per_project=(1,)).tests[:total]
+    env.send_count = with_count
+    env.account.tests[:] = build_account(project_counts=(210,), tests_per_project=(1,)).tests[
+        :total
+    ]
 
     assert run_sync("tests").success
 
@@ -64,8 +68,35 @@ def test_tests_list_of_any_length_loads_every_record_once(
         else []
     )
     assert ids == sorted(t["id"] for t in env.account.tests)
-    pages = math.floor(total / PAGE) + 1
-    assert env.request_count("/loadtests/v2/tests") == pages
+    assert env.request_count("/loadtests/v2/tests") == pages_needed(total, with_count)
+
+
+def test_requests_in_flight_never_exceed_the_concurrency(
+    env: SampleApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.latency = 0.02
+    env.account = build_account(project_counts=(40, 40, 40, 40, 40, 40), tests_per_project=(3,))
+
+    assert run_sync().success
+    assert env.max_in_flight == 4, "default concurrency is 4, and it is used"
+
+    env.reset_requests()
+    monkeypatch.setenv("SOURCES__ANALYTICS__CONCURRENCY", "2")
+    assert run_sync().success
+    assert env.max_in_flight == 2
+
+
+def test_429_is_honoured_under_concurrency(env: SampleApiServer, warehouse: Path) -> None:
+    env.latency = 0.01
+    env.add_fault(Fault("/loadtests/v2/tests", status=429, times=3, retry_after=0.1))
+
+    assert run_sync("tests").success
+
+    ids = query(warehouse, "SELECT COUNT(DISTINCT id), COUNT(*) FROM analytics.tests")[0]
+    assert ids == (len(env.account.tests),) * 2
+    assert (
+        env.request_count("/loadtests/v2/tests") == pages_needed(len(env.account.tests), True) + 3
+    )
 
 
 def test_page_size_is_sent_and_configurable(
@@ -98,7 +129,9 @@ def test_5xx_burst_within_the_budget_succeeds(env: SampleApiServer, status: int)
 
     assert run_sync("tests").success
 
-    assert env.request_count("/loadtests/v2/tests") == 3 + len(env.account.tests) // PAGE + 1
+    assert env.request_count("/loadtests/v2/tests") == 3 + pages_needed(
+        len(env.account.tests), True
+    )
 
 
 def test_5xx_beyond_the_budget_fails_after_exactly_four_attempts(env: SampleApiServer) -> None:

@@ -161,6 +161,7 @@ class SampleApiServer:
         latency: float = 0.0,
         max_page_size: int = 1000,
         tests_key: str = "tests",
+        send_count: bool = True,
         verbose: bool = False,
     ) -> None:
         self.account: Account = account if account is not None else build_account()
@@ -170,8 +171,13 @@ class SampleApiServer:
         self.latency = latency
         self.max_page_size = max_page_size
         self.tests_key = tests_key
+        # `meta.count` on paginated lists; off, the server keeps to the seed's bare contract
+        self.send_count = send_count
         self.verbose = verbose
         self.requests: list[RequestRecord] = []
+        # the most API requests handled at once since the last reset: proves client-side limits
+        self.max_in_flight = 0
+        self._in_flight = 0
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
@@ -258,6 +264,7 @@ class SampleApiServer:
         """Empty the request log (in place, so held references see it too)."""
         with self._lock:
             self.requests.clear()
+            self.max_in_flight = self._in_flight
 
     def invalidate(self) -> None:
         """Forget cached views; needed only after editing record ids or parent ids in place."""
@@ -315,9 +322,12 @@ class SampleApiServer:
     ) -> _Response:
         """Answer one API request and record it before the client can see the answer."""
         received_at = time.monotonic()
-        if self.latency > 0:
-            time.sleep(self.latency)
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
         try:
+            if self.latency > 0:
+                time.sleep(self.latency)
             response = self._route(method, path, query, headers.get("Authorization"))
         except _ApiError as exc:
             response = _error(exc.status, exc.message, exc.code)
@@ -327,6 +337,9 @@ class SampleApiServer:
 
                 traceback.print_exc()
             response = _error(500, "Internal server error", "internal_error")
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         recorded = {name.lower(): value for name, value in headers.items()}
         if "authorization" in recorded:
             scheme = recorded["authorization"].strip().partition(" ")[0]
@@ -390,10 +403,12 @@ class SampleApiServer:
             )
         return page, page_size
 
-    @staticmethod
-    def _page(key: str, items: list[dict[str, Any]], page: int, page_size: int) -> _Response:
+    def _page(self, key: str, items: list[dict[str, Any]], page: int, page_size: int) -> _Response:
         start = (page - 1) * page_size
-        return _json(200, {key: items[start : start + page_size], "meta": {"count": len(items)}})
+        body: dict[str, Any] = {key: items[start : start + page_size]}
+        if self.send_count:
+            body["meta"] = {"count": len(items)}
+        return _json(200, body)
 
     # -- control endpoints (unauthenticated, unrecorded, never faulted or delayed) ----------
 
@@ -404,7 +419,15 @@ class SampleApiServer:
             with self._lock:
                 by_path = Counter(record.path for record in self.requests)
                 total = len(self.requests)
-            return _json(200, {"requests": total, "by_path": dict(sorted(by_path.items()))})
+                max_in_flight = self.max_in_flight
+            return _json(
+                200,
+                {
+                    "requests": total,
+                    "max_in_flight": max_in_flight,
+                    "by_path": dict(sorted(by_path.items())),
+                },
+            )
         if path == "/_control/faults":
             if method == "GET":
                 with self._lock:
@@ -424,6 +447,7 @@ class SampleApiServer:
             with self._lock:
                 self._faults.clear()
                 self.requests.clear()
+                self.max_in_flight = self._in_flight
             return _json(200, {"ok": True})
         return _error(404, f"Not found: {path}", "not_found")
 
@@ -591,6 +615,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tests-key", default="tests", help="JSON key of the tests list")
     parser.add_argument(
+        "--no-count", action="store_true", help="omit meta.count (the seed's bare contract)"
+    )
+    parser.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -638,6 +665,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         latency=args.latency_ms / 1000.0,
         tests_key=args.tests_key,
+        send_count=not args.no_count,
         verbose=args.verbose,
     )
     for fault in args.fault:

@@ -1,8 +1,11 @@
 """Pagination, HTTP session and record typing for the analytics source."""
 
 import json
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from itertools import count
 from typing import Any
 
 import dlt
@@ -10,8 +13,11 @@ from dlt.common.configuration.specs import RuntimeConfiguration
 from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.sources.helpers.requests import Client, Response, Session
 from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
 
 from analytics_assets.sources.analytics.settings import (
+    COUNT_PATH,
     PAGE_PARAM,
     PAGE_SIZE_PARAM,
     REQUEST_BACKOFF_FACTOR,
@@ -28,11 +34,49 @@ class ApiResponseError(ValueError):
     """A 2xx response whose body is not the list the endpoint promises."""
 
 
+def json_body(response: Response) -> Any:
+    """The parsed body, parsed once: the hook, the paginator and the pager all read it."""
+    if "_analytics_json" not in response.__dict__:
+        response.__dict__["_analytics_json"] = response.json()
+    return response.__dict__["_analytics_json"]
+
+
+def checked_list(response: Response, selector: str) -> list[Any]:
+    """The selector's list from a 2xx body; anything else fails with the URL, never silently."""
+    where = f"GET {response.url} returned {response.status_code}"
+    try:
+        body = json_body(response)
+    except ValueError:
+        kind = response.headers.get("Content-Type", "unknown content type")
+        raise ApiResponseError(f"{where} with a body that is not JSON ({kind}).") from None
+    if not isinstance(body, dict) or not isinstance(body.get(selector), list):
+        found = sorted(body) if isinstance(body, dict) else type(body).__name__
+        raise ApiResponseError(
+            f"{where} without a `{selector}` list (found {found}). If the API serves the "
+            "list under another key, the data selector in the source config must change."
+        )
+    return body[selector]
+
+
+def total_count(response: Response) -> int | None:
+    """The list's length when the API tells it (`meta.count`); the seed's contract does not."""
+    value: Any = json_body(response)
+    for key in COUNT_PATH:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def is_last_page(page: int, items: list[Any], page_size: int, total: int | None) -> bool:
+    """A short page ends the list; so does reaching a known total (no empty page after it)."""
+    return len(items) < page_size or (total is not None and page * page_size >= total)
+
+
 class SizedPageNumberPaginator(PageNumberPaginator):
     """The seed's page-number pagination (`page`, `page_size`=`limit`), 1-based, without a total.
 
     dlt's `page_number` paginator has no `limit`/`limit_param` and stops only on an empty page; this
-    one sends the page size and stops on the first short page, saving one request per list.
+    one sends the page size and stops on the first short page (or at `meta.count` when the API
+    sends it), saving one request per list.
     """
 
     def __init__(
@@ -54,22 +98,87 @@ class SizedPageNumberPaginator(PageNumberPaginator):
         super().init_request(request)
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
-        """A short page is the last one: asking for the next would return an empty list."""
+        """Stop after this page when it is short or completes the API's total."""
+        page = self.current_value
         super().update_state(response, data)
-        if data is None or len(data) < self.page_size:
+        if data is None or is_last_page(page, data, self.page_size, total_count(response)):
             self._has_next_page = False
+
+
+class PagedList:
+    """One paginated list, yielded in page order, with up to `concurrency` pages in flight.
+
+    dlt's REST client fetches the pages of one endpoint one after another; against a real API
+    that costs requests x latency. When the first page carries the total (`meta.count`), the
+    remaining pages are known and fetched in parallel. Without a total only a short page tells
+    where the list ends, so pages go one at a time: a request past the end would be waste.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        url: str,
+        selector: str,
+        page_size: int,
+        concurrency: int,
+        auth: AuthBase | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+        self.session = session
+        self.url = url
+        self.selector = selector
+        self.page_size = page_size
+        self.concurrency = concurrency
+        self.auth = auth
+        self.params = params or {}
+
+    def fetch(self, page: int) -> tuple[list[Any], int | None]:
+        """One page and the API's total, if it sends one."""
+        params = {**self.params, PAGE_PARAM: page, PAGE_SIZE_PARAM: self.page_size}
+        response = self.session.get(self.url, params=params, auth=self.auth)
+        response.raise_for_status()
+        return checked_list(response, self.selector), total_count(response)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        items, total = self.fetch(1)
+        yield items
+        if is_last_page(1, items, self.page_size, total):
+            return
+        if total is None:
+            for page in count(2):
+                items, _ = self.fetch(page)
+                yield items
+                if is_last_page(page, items, self.page_size, None):
+                    return
+        last_page = -(-total // self.page_size)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="analytics-pages") as pool:
+            in_flight: deque[Future] = deque()
+            try:
+                for page in range(2, last_page + 1):
+                    in_flight.append(pool.submit(self.fetch, page))
+                    # twice the workers queued: they stay busy while dlt handles a page
+                    if len(in_flight) >= 2 * self.concurrency:
+                        yield in_flight.popleft().result()[0]
+                while in_flight:
+                    yield in_flight.popleft().result()[0]
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def build_session(
     request_max_attempts: int | None = None,
     request_backoff_factor: float | None = None,
     request_timeout: float | None = None,
+    max_connections: int | None = None,
 ) -> Session:
     """Build the retrying session once, with config resolved now, before the source exists.
 
     The seed's policy (429/500/502/503/504, 3 retries, factor 2) is the default; dlt's standard
     `runtime.request_*` settings override it, and `Retry-After` is honoured up to
-    `runtime.request_max_retry_delay`.
+    `runtime.request_max_retry_delay`. With `max_connections`, no more requests than that are
+    ever in flight at once, whichever thread sends them: the connection pool blocks.
     """
     attempts = request_max_attempts or _runtime("request_max_attempts", int, REQUEST_MAX_ATTEMPTS)
     factor = request_backoff_factor or _runtime(
@@ -87,7 +196,12 @@ def build_session(
         status_codes=RETRY_STATUS_CODES,
         respect_retry_after_header=True,
     )
-    return client.session
+    session = client.session
+    if max_connections:
+        adapter = HTTPAdapter(pool_maxsize=max_connections, pool_block=True)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
 
 
 def _runtime(key: str, expected_type: type, default: Any) -> Any:
@@ -96,23 +210,12 @@ def _runtime(key: str, expected_type: type, default: Any) -> Any:
 
 
 def require_list_at(selector: str) -> Callable[..., None]:
-    """Fail loudly when a 2xx body lacks the selector's list: dlt would read it as an empty page."""
+    """A response hook for dlt's REST client: a 2xx body without the list must not pass as empty."""
 
     def check(response: Response, *args: Any, **kwargs: Any) -> None:
-        if not 200 <= response.status_code < 300:
-            return  # dlt's raise_for_status hook reports it, with the status and the URL
-        where = f"GET {response.url} returned {response.status_code}"
-        try:
-            body = response.json()
-        except ValueError:
-            kind = response.headers.get("Content-Type", "unknown content type")
-            raise ApiResponseError(f"{where} with a body that is not JSON ({kind}).") from None
-        if not isinstance(body, dict) or not isinstance(body.get(selector), list):
-            found = sorted(body) if isinstance(body, dict) else type(body).__name__
-            raise ApiResponseError(
-                f"{where} without a `{selector}` list (found {found}). If the API serves the "
-                "list under another key, the data selector in the source config must change."
-            )
+        if 200 <= response.status_code < 300:
+            checked_list(response, selector)
+        # other statuses: dlt's raise_for_status hook reports them, with the status and the URL
 
     return check
 

@@ -19,6 +19,10 @@ DEFAULT_BASE_URL: Final = "https://api.example.com"
 PAGE_PARAM: Final = "page"
 PAGE_SIZE_PARAM: Final = "page_size"
 PAGE_SIZE: Final = 32
+# Where a list response may carry its total length. Optional: the seed's contract has none.
+COUNT_PATH: Final = ("meta", "count")
+# Requests in flight at once, across all lists: kind to the API's rate limit, and ~4x faster.
+CONCURRENCY: Final = 4
 
 # Seed: "retry on 429, 500, 502, 503, 504; max retries 3; backoff factor 2". dlt counts attempts.
 RETRY_STATUS_CODES: Final = (429, 500, 502, 503, 504)

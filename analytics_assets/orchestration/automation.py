@@ -24,8 +24,8 @@ from dagster import (
     sensor,
 )
 
-from analytics_assets.defs.assets import analytics_assets
-from analytics_assets.defs.translator import GROUP_NAME
+from analytics_assets.orchestration.assets import analytics_assets
+from analytics_assets.orchestration.translator import GROUP_NAME
 from analytics_assets.sources.analytics import MissingApiToken, upstream_fingerprint
 
 WEBHOOK_SETTING = "alerts.webhook_url"

@@ -14,7 +14,7 @@ import dlt
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 from dlt.common.schema.typing import TTableSchemaColumns
 
-from analytics_assets.defs.translator import asset_key
+from analytics_assets.orchestration.translator import asset_key
 from analytics_assets.sources.analytics.settings import ORGANIZATIONS, PROJECTS, SCHEMA, TESTS
 
 SAMPLE_SIZE = 10

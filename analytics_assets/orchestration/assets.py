@@ -18,9 +18,9 @@ from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.common.runtime.collector import LogCollector
 
-from analytics_assets.defs.checks import CHECKS, open_warehouse
-from analytics_assets.defs.resources import AnalyticsDltResource
-from analytics_assets.defs.translator import AnalyticsTranslator
+from analytics_assets.orchestration.checks import CHECKS, open_warehouse
+from analytics_assets.orchestration.resources import AnalyticsDltResource
+from analytics_assets.orchestration.translator import AnalyticsTranslator
 from analytics_assets.sources.analytics import analytics, analytics_source
 from analytics_assets.sources.analytics.pipeline import analytics_pipeline, loader_file_format
 from analytics_assets.sources.analytics.settings import (

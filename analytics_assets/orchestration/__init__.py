@@ -1,0 +1,1 @@
+"""Dagster's view of the analytics sync: assets, checks, automation, resources."""
