@@ -6,6 +6,7 @@ together, and tests load in a second step that runs only when that check passed.
 """
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -17,8 +18,10 @@ from dagster import (
 from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.common.runtime.collector import LogCollector
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from dlt.destinations.sql_client import SqlClientBase
 
-from analytics_assets.orchestration.checks import CHECKS, open_warehouse
+from analytics_assets.orchestration.checks import CHECKS, SAMPLE_SIZE, open_warehouse
 from analytics_assets.orchestration.resources import AnalyticsDltResource
 from analytics_assets.orchestration.translator import AnalyticsTranslator
 from analytics_assets.sources.analytics import analytics, analytics_source
@@ -67,21 +70,51 @@ def _load(
     )
     # dlt lists transformers (projects) after plain resources; Dagster wants lineage order.
     ordered = sorted(results, key=lambda r: RESOURCE_NAMES.index(r.asset_key.path[-1]))
-    # dagster-dlt's fetch_row_count() raises for a table that received no rows; count here.
-    loaded = set(pipeline.default_schema.data_table_names(seen_data_only=True))
+    trace = pipeline.last_trace
+    load_ids = trace.last_load_info.loads_ids if trace and trace.last_load_info else []
+    served = trace.last_normalize_info.row_counts if trace and trace.last_normalize_info else {}
     with pipeline.sql_client() as client:
         for result in ordered:
             table = result.asset_key.path[-1]
-            row_count = 0
-            if table in loaded:
-                name = client.make_qualified_table_name(table)
+            name = client.make_qualified_table_name(table)
+            try:
+                # dagster-dlt's fetch_row_count() raises for a table that received no rows
                 row_count = client.execute_sql(f"SELECT COUNT(*) FROM {name}")[0][0]
+            except DatabaseUndefinedRelation:  # dlt creates no table for a list never served
+                yield result._replace(
+                    metadata={**(result.metadata or {}), **_table_metadata(table, 0)}
+                )
+                continue
+            ghosts = remove_ghosts(client, table, load_ids, served.get(table, 0))
+            row_count -= ghosts["ghosts_removed"]
             yield result._replace(
-                metadata={
-                    **(result.metadata or {}),
-                    **TableMetadataSet(row_count=row_count, table_name=f"{DATASET_NAME}.{table}"),
-                }
+                metadata={**(result.metadata or {}), **_table_metadata(table, row_count), **ghosts}
             )
+
+
+def _table_metadata(table: str, row_count: int) -> TableMetadataSet:
+    return TableMetadataSet(row_count=row_count, table_name=f"{DATASET_NAME}.{table}")
+
+
+def remove_ghosts(
+    client: SqlClientBase, table: str, load_ids: Sequence[str], served: int
+) -> dict[str, Any]:
+    """Delete rows the API no longer serves: merge alone would keep them forever.
+
+    Every served row was just written with this run's load id; any other row is a ghost. An
+    empty list from an API that had rows looks like an outage, not a deletion: nothing goes.
+    """
+    name = client.make_qualified_table_name(table)
+    ids = ", ".join(f"'{load_id}'" for load_id in load_ids)
+    ghosts_sql = f"SELECT id FROM {name} WHERE _dlt_load_id NOT IN ({ids})" if ids else ""
+    if not ghosts_sql or served == 0:
+        return {"ghosts_removed": 0, "ghosts_note": "kept all rows: the API served none"}
+    ghosts = client.execute_sql(f"SELECT COUNT(*) FROM ({ghosts_sql}) AS g")[0][0]
+    sample = [r[0] for r in client.execute_sql(f"{ghosts_sql} ORDER BY id LIMIT {SAMPLE_SIZE}")]
+    if ghosts:
+        with client.begin_transaction():
+            client.execute_sql(f"DELETE FROM {name} WHERE _dlt_load_id NOT IN ({ids})")
+    return {"ghosts_removed": ghosts, "sample_ghost_ids": sample}
 
 
 def _check(context: AssetExecutionContext, tables: Sequence[str]) -> Iterator[AssetCheckResult]:

@@ -26,7 +26,11 @@ from dagster import (
 
 from analytics_assets.orchestration.assets import analytics_assets
 from analytics_assets.orchestration.translator import GROUP_NAME
-from analytics_assets.sources.analytics import MissingApiToken, upstream_fingerprint
+from analytics_assets.sources.analytics import (
+    InsecureBaseUrl,
+    MissingApiToken,
+    upstream_fingerprint,
+)
 
 WEBHOOK_SETTING = "alerts.webhook_url"
 WEBHOOK_TIMEOUT_S = 10
@@ -66,7 +70,7 @@ def analytics_change_sensor(context: SensorEvaluationContext) -> SensorResult | 
     """Launch a sync when the API's cheap fingerprint differs from the one in the cursor."""
     try:
         fingerprint = upstream_fingerprint()
-    except MissingApiToken as e:
+    except (MissingApiToken, InsecureBaseUrl) as e:
         return SkipReason(str(e))
     except requests.RequestException as e:
         context.log.warning(f"Analytics API unreachable, poll skipped: {_describe(e)}")

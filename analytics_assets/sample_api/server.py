@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import socketserver
+import struct
 import sys
 import tempfile
 import threading
@@ -65,8 +66,16 @@ class Fault:
     retry_after: float | None = None
     body: str | None = None
     content_type: str = "application/json"
+    location: str | None = None
+    # "status": answer with `status`; "reset": drop the connection with a TCP reset and no
+    # answer; "truncate": promise more bytes than are sent, then close; "stall": sleep
+    # `stall_seconds`, then answer normally (a read timeout for an impatient client).
+    kind: str = "status"
+    stall_seconds: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.kind not in {"status", "reset", "truncate", "stall"}:
+            raise ValueError(f"kind must be status, reset, truncate or stall, got {self.kind!r}")
         if not 100 <= self.status <= 599:
             raise ValueError(f"status must be an HTTP status code, got {self.status}")
         if self.times < 0:
@@ -95,6 +104,7 @@ class _Response(NamedTuple):
     body: bytes
     content_type: str = JSON_CONTENT_TYPE
     headers: tuple[tuple[str, str], ...] = ()
+    action: str = ""  # "reset" or "truncate": how the handler breaks the answer
 
 
 class _ApiError(Exception):
@@ -353,13 +363,20 @@ class SampleApiServer:
         self, method: str, path: str, query: dict[str, str], authorization: str | None
     ) -> _Response:
         fault = self._take_fault(path)
-        if fault is not None:
+        if fault is not None and fault.kind == "stall":
+            time.sleep(fault.stall_seconds)
+        elif fault is not None:
             headers: tuple[tuple[str, str], ...] = ()
             if fault.retry_after is not None:
                 headers = (("Retry-After", _format_retry_after(fault.retry_after)),)
+            if fault.location is not None:
+                headers += (("Location", fault.location),)
             if fault.body is None:
-                return _error(fault.status, f"injected {fault.status}", "injected", headers)
-            return _Response(fault.status, fault.body.encode("utf-8"), fault.content_type, headers)
+                response = _error(fault.status, f"injected {fault.status}", "injected", headers)
+            else:
+                body = fault.body.encode("utf-8")
+                response = _Response(fault.status, body, fault.content_type, headers)
+            return response._replace(action="" if fault.kind == "status" else fault.kind)
 
         if not self._authorized(authorization):
             return _error(401, "Invalid token.", "unauthorized", (("WWW-Authenticate", "Bearer"),))
@@ -573,13 +590,20 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             query = dict(parse_qsl(split.query, keep_blank_values=True))
             response = app._serve_api(self.command, split.path, query, self.headers)
+        if response.action == "reset":
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        promised = len(response.body) + (1024 if response.action == "truncate" else 0)
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Content-Length", str(promised))
         for name, value in response.headers:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(response.body)
+        if response.action == "truncate":
+            self.close_connection = True
 
 
 # -- CLI ------------------------------------------------------------------------------------

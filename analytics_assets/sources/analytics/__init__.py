@@ -14,7 +14,9 @@ come from dlt's config system (environment, `.dlt/config.toml`, `.dlt/secrets.to
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
+from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
@@ -54,6 +56,7 @@ from analytics_assets.sources.analytics.settings import (
 __all__ = [
     "ApiResponseError",
     "ContractViolation",
+    "InsecureBaseUrl",
     "MissingApiToken",
     "analytics",
     "analytics_source",
@@ -173,8 +176,37 @@ def analytics(
         concurrency: Requests in flight at once, at most, across all lists.
     """
     return rest_api_resources(
-        rest_api_config(base_url.rstrip("/"), api_token, page_size, concurrency)
+        rest_api_config(checked_base_url(base_url), api_token, page_size, concurrency)
     )
+
+
+class InsecureBaseUrl(ValueError):
+    """The base URL would send the token in clear text."""
+
+
+def checked_base_url(base_url: str) -> str:
+    """The base URL without a trailing slash; plain http only on loopback (the sample API)."""
+    parsed = urlsplit(base_url.strip())
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise InsecureBaseUrl(
+            f"SOURCES__ANALYTICS__BASE_URL must be an https:// URL, got {base_url!r}."
+        )
+    if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
+        raise InsecureBaseUrl(
+            f"SOURCES__ANALYTICS__BASE_URL uses plain http ({base_url!r}): the API token would "
+            "travel in clear text. Use https://; plain http is allowed only for loopback hosts "
+            "such as the bundled sample API."
+        )
+    return base_url.strip().rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def analytics_source(**overrides: Any) -> DltSource:
@@ -191,7 +223,7 @@ def analytics_source(**overrides: Any) -> DltSource:
 def _api_settings(
     base_url: str = DEFAULT_BASE_URL, api_token: str = dlt.secrets.value, page_size: int = PAGE_SIZE
 ) -> tuple[str, str, int]:
-    return base_url.rstrip("/"), api_token, page_size
+    return checked_base_url(base_url), api_token, page_size
 
 
 def upstream_fingerprint(request_timeout: float = 10.0) -> str:

@@ -1,0 +1,249 @@
+"""Fault injection over real HTTP: each fault either loads exactly what was served, or fails
+with a clear error and leaves the warehouse as the last good run left it.
+
+Faults that must fail are injected into the organizations list, which the first load step reads
+before anything is written. (The tests list loads in a second step, after the blocking check on
+projects; a fault there leaves organizations and projects from the failed run: see the README.)
+"""
+
+from pathlib import Path
+
+import time
+
+import pytest
+
+from analytics_assets.sample_api import Fault, SampleApiServer
+from analytics_assets_tests.conftest import query, run_sync
+from analytics_assets_tests.test_http import failure_message, pages_needed
+
+TESTS_PATH = "/loadtests/v2/tests"
+
+
+def snapshot(path: Path) -> dict[str, list[tuple]]:
+    """Everything a user can see in the warehouse's three tables."""
+    return {
+        table: query(
+            path, f"SELECT * EXCLUDE (_dlt_load_id, _dlt_id) FROM analytics.{table} ORDER BY id"
+        )
+        for table in ("organizations", "projects", "tests")
+    }
+
+
+@pytest.fixture
+def last_good(env: SampleApiServer, warehouse: Path) -> dict[str, list[tuple]]:
+    """A warehouse after one good sync, with the API then changed so a new sync would differ."""
+    assert run_sync().success
+    before = snapshot(warehouse)
+    env.account.organizations[0]["name"] = "changed upstream"
+    env.account.tests[0]["name"] = "changed upstream"
+    env.reset_requests()
+    return before
+
+
+def assert_failed_cleanly(result, warehouse: Path, before: dict, *needles: str) -> str:
+    assert not result.success
+    message = failure_message(result)
+    for needle in needles:
+        assert needle in message
+    assert snapshot(warehouse) == before, "a failed run changed the warehouse"
+    return message
+
+
+def test_a_429_storm_with_retry_after_is_ridden_out(env: SampleApiServer, warehouse: Path) -> None:
+    env.add_fault(Fault(TESTS_PATH, status=429, times=3, retry_after=0.2))
+
+    assert run_sync("tests").success
+
+    assert env.request_count(TESTS_PATH) == pages_needed(len(env.account.tests), True) + 3
+    assert query(warehouse, "SELECT COUNT(*) FROM analytics.tests")[0][0] == len(env.account.tests)
+
+
+def test_a_5xx_outage_longer_than_the_budget_fails_after_exactly_four_attempts(
+    env: SampleApiServer, warehouse: Path, last_good: dict
+) -> None:
+    env.add_fault(Fault("/v3/organizations", status=502, times=100))
+
+    result = run_sync(raise_on_error=False)
+
+    assert_failed_cleanly(result, warehouse, last_good, "502 Server Error")
+    assert env.request_count("/v3/organizations") == 4
+
+
+@pytest.mark.parametrize("kind", ["reset", "truncate"])
+def test_connection_faults_are_retried(env: SampleApiServer, warehouse: Path, kind: str) -> None:
+    env.add_fault(Fault(TESTS_PATH, status=200, times=2, kind=kind, body='{"tests": [{"id"'))
+
+    assert run_sync("tests").success
+
+    loaded = query(warehouse, "SELECT COUNT(*), COUNT(DISTINCT id) FROM analytics.tests")[0]
+    assert loaded == (len(env.account.tests),) * 2
+
+
+def test_read_timeout_is_honoured_and_retried(
+    env: SampleApiServer, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNTIME__REQUEST_TIMEOUT", "0.3")
+    env.add_fault(Fault("/v3/organizations", status=200, times=1, kind="stall", stall_seconds=1))
+
+    assert run_sync("organizations").success
+
+    deadline = time.monotonic() + 5  # the stalled request is logged when its sleep ends
+    while env.request_count("/v3/organizations") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert env.request_count("/v3/organizations") == 2
+
+
+def test_read_timeouts_beyond_the_budget_fail_clearly(
+    env: SampleApiServer, warehouse: Path, last_good: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNTIME__REQUEST_TIMEOUT", "0.3")
+    monkeypatch.setenv("RUNTIME__REQUEST_MAX_ATTEMPTS", "2")
+    env.add_fault(Fault("/v3/organizations", status=200, times=5, kind="stall", stall_seconds=1))
+
+    result = run_sync(raise_on_error=False)
+
+    assert_failed_cleanly(result, warehouse, last_good, "Read timed out")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "needle"),
+    [
+        ('{"organizations": [{"id": 1,', "application/json", "is not JSON"),
+        ("<html><body>Service temporarily unavailable</body></html>", "text/html", "text/html"),
+        ('{"items": []}', "application/json", "without a `organizations` list (found ['items'])"),
+        ('{"organizations": {"id": 1}}', "application/json", "without a `organizations` list"),
+    ],
+    ids=["malformed-json", "html-200", "missing-selector", "object-not-list"],
+)
+def test_bad_bodies_fail_naming_the_url(
+    env: SampleApiServer,
+    warehouse: Path,
+    last_good: dict,
+    body: str,
+    content_type: str,
+    needle: str,
+) -> None:
+    orgs = "/v3/organizations"
+    env.add_fault(Fault(orgs, status=200, times=1, body=body, content_type=content_type))
+
+    result = run_sync(raise_on_error=False)
+
+    assert_failed_cleanly(result, warehouse, last_good, needle, f"GET {env.url}{orgs}")
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_auth_and_missing_resources_fail_at_once(
+    env: SampleApiServer, warehouse: Path, last_good: dict, status: int
+) -> None:
+    path = f"/v3/organizations/{env.account.organizations[2]['id']}/projects"
+    env.add_fault(Fault(path, status=status, times=10))
+
+    result = run_sync(raise_on_error=False)
+
+    assert_failed_cleanly(result, warehouse, last_good, str(status), f"{env.url}{path}")
+    assert env.request_count(path) == 1
+
+
+def test_a_new_field_and_a_retyped_field_land_without_variants(
+    env: SampleApiServer, warehouse: Path
+) -> None:
+    assert run_sync("tests").success
+    for test in env.account.tests:
+        test["region"] = "eu-west"  # new field
+        test["user_id"] = str(test["user_id"])  # int -> numeric string
+        test["last_test_run_id"] = (  # string -> int
+            int(test["last_test_run_id"]) if test["last_test_run_id"] else None
+        )
+
+    assert run_sync("tests").success
+
+    columns = dict(
+        query(
+            warehouse,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'analytics' AND table_name = 'tests'",
+        )
+    )
+    assert columns["region"] == "VARCHAR"
+    assert columns["user_id"] == "BIGINT" and columns["last_test_run_id"] == "VARCHAR"
+    assert not [c for c in columns if "__v_" in c]
+    first = env.account.tests[0]
+    row = query(warehouse, f"SELECT user_id, region FROM analytics.tests WHERE id = {first['id']}")
+    assert row == [(int(first["user_id"]), "eu-west")]
+
+
+def test_nulls_in_every_nullable_field_big_scripts_and_unicode(
+    env: SampleApiServer, warehouse: Path
+) -> None:
+    org = env.account.organizations[0]
+    for field in org:
+        if field != "id":
+            org[field] = None
+    test = env.account.tests[0]
+    test["script"] = "// ünïcødé 🚀 " + "x" * 200_000
+    test["name"] = "负载测试 — Ωmega 🔥"
+
+    assert run_sync().success
+
+    (nulls,) = query(
+        warehouse,
+        "SELECT COUNT(*) FROM analytics.organizations WHERE id = "
+        f"{org['id']} AND name IS NULL AND created IS NULL AND is_default IS NULL",
+    )
+    assert nulls == (1,)
+    script, name = query(
+        warehouse, f"SELECT script, name FROM analytics.tests WHERE id = {test['id']}"
+    )[0]
+    assert script == test["script"] and name == test["name"]
+
+
+def test_ghosts_are_removed_on_a_full_sync(env: SampleApiServer, warehouse: Path) -> None:
+    assert run_sync().success
+    gone_project = env.account.projects.pop(5)
+    gone_test = env.account.tests.pop(7)
+
+    result = run_sync()
+
+    assert result.success
+    project_ids = {r[0] for r in query(warehouse, "SELECT id FROM analytics.projects")}
+    test_ids = {r[0] for r in query(warehouse, "SELECT id FROM analytics.tests")}
+    assert project_ids == {p["id"] for p in env.account.projects}
+    assert test_ids == {t["id"] for t in env.account.tests}
+    assert gone_project["id"] not in project_ids and gone_test["id"] not in test_ids
+    removed = {
+        e.asset_key.path[-1]: e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    assert removed["tests"]["ghosts_removed"].value == 1
+    assert removed["tests"]["sample_ghost_ids"].value == [gone_test["id"]]
+
+
+def test_an_empty_list_from_an_api_that_had_rows_is_not_taken_as_deletion(
+    env: SampleApiServer, warehouse: Path
+) -> None:
+    assert run_sync("tests").success
+    env.account.tests.clear()
+
+    result = run_sync("tests")
+
+    assert result.success
+    assert query(warehouse, "SELECT COUNT(*) FROM analytics.tests")[0][0] > 0
+    (event,) = result.get_asset_materialization_events()
+    metadata = event.step_materialization_data.materialization.metadata
+    assert metadata["ghosts_removed"].value == 0
+    assert "kept" in metadata["ghosts_note"].value
+
+
+def test_a_sync_after_a_failed_one_is_consistent(
+    env: SampleApiServer, warehouse: Path, last_good: dict
+) -> None:
+    env.add_fault(Fault(TESTS_PATH, status=500, times=10))
+    assert not run_sync(raise_on_error=False).success
+    assert snapshot(warehouse)["tests"] == last_good["tests"]
+    env.clear_faults()
+
+    assert run_sync().success
+
+    assert query(warehouse, "SELECT name FROM analytics.tests ORDER BY id LIMIT 1") == [
+        ("changed upstream",)
+    ]
