@@ -6,9 +6,8 @@ before anything is written. (The tests list loads in a second step, after the bl
 projects; a fault there leaves organizations and projects from the failed run: see the README.)
 """
 
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import pytest
 
