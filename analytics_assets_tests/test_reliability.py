@@ -1,5 +1,6 @@
-"""Fault injection over real HTTP: each fault either loads exactly what was served, or fails
-with a clear error and leaves the warehouse as the last good run left it.
+"""Fault injection over real HTTP: each fault loads exactly what was served, or fails cleanly.
+
+A clean failure names the cause and leaves the warehouse as the last good run left it.
 
 Faults that must fail are injected into the organizations list, which the first load step reads
 before anything is written. (The tests list loads in a second step, after the blocking check on
