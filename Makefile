@@ -16,13 +16,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-$(DAGSTER_HOME):
-	mkdir -p $@
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
 
-demo: install $(DAGSTER_HOME)  ## materialize everything from the bundled sample API, print row counts
+demo: install $(DAGSTER_HOME)/dagster.yaml  ## materialize everything from the bundled sample API, print row counts
 	$(BIN)/python scripts/sample_stack.py demo
 
-dev: install $(DAGSTER_HOME)  ## the Dagster UI on the bundled sample API
+dev: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on the bundled sample API
 	$(BIN)/python scripts/sample_stack.py dev
 
 test: install  ## the whole suite

@@ -202,3 +202,20 @@ def test_plain_api_token_variable_works(
     monkeypatch.setenv("API_TOKEN", env.token)
 
     assert run_sync("organizations").success
+
+
+def test_the_seed_retry_policy_is_the_default(
+    api: SampleApiServer, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No overrides: 3 retries (4 attempts), waits of 2 s, 4 s and 8 s (factor 2)."""
+    monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", api.url)
+    monkeypatch.setenv("SOURCES__ANALYTICS__API_TOKEN", api.token)
+    api.add_fault(Fault("/v3/organizations", status=503, times=10))
+
+    assert not run_sync("organizations", raise_on_error=False).success
+
+    times = [r.received_at for r in api.requests if r.path == "/v3/organizations"]
+    assert len(times) == 4
+    waits = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    for wait, expected in zip(waits, (2, 4, 8), strict=True):
+        assert expected - 0.05 <= wait < expected + 5, waits

@@ -25,7 +25,11 @@ from analytics_assets.orchestration.checks import CHECKS, SAMPLE_SIZE, open_ware
 from analytics_assets.orchestration.resources import AnalyticsDltResource
 from analytics_assets.orchestration.translator import AnalyticsTranslator
 from analytics_assets.sources.analytics import analytics, analytics_source
-from analytics_assets.sources.analytics.pipeline import analytics_pipeline, loader_file_format
+from analytics_assets.sources.analytics.pipeline import (
+    analytics_pipeline,
+    exclusive_sync,
+    loader_file_format,
+)
 from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
     DEFAULT_BASE_URL,
@@ -144,9 +148,10 @@ def dlt_step(name: str, tables: Sequence[str]) -> AssetsDefinition:
         context: AssetExecutionContext, dlt: AnalyticsDltResource
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
         selected = [t for t in tables if SPECS[t].key in context.selected_asset_keys]
-        if selected:
-            yield from _load(context, dlt, selected)
-        yield from _check(context, tables)
+        with exclusive_sync(context.log.info):
+            if selected:
+                yield from _load(context, dlt, selected)
+            yield from _check(context, tables)
 
     return _step
 
