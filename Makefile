@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export DLT_DATA_DIR ?= $(CURDIR)/.data/dlt
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo dev test lint format clean
+.PHONY: install demo dev test lint format clean bench
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ dev: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on the bundled samp
 
 test: install  ## the whole suite
 	$(BIN)/pytest
+
+bench: install  ## plain dlt vs a hand-written floor vs this project: BENCHMARKS.md + benchmarks.png
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,7 +16,6 @@ from dagster import (
     multi_asset,
 )
 from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
-from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.common.runtime.collector import LogCollector
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
@@ -24,7 +23,7 @@ from dlt.destinations.sql_client import SqlClientBase
 from analytics_assets.orchestration.checks import CHECKS, SAMPLE_SIZE, open_warehouse
 from analytics_assets.orchestration.resources import AnalyticsDltResource
 from analytics_assets.orchestration.translator import AnalyticsTranslator
-from analytics_assets.sources.analytics import analytics, analytics_source
+from analytics_assets.sources.analytics import analytics_source
 from analytics_assets.sources.analytics.pipeline import (
     analytics_pipeline,
     exclusive_sync,
@@ -32,7 +31,6 @@ from analytics_assets.sources.analytics.pipeline import (
 )
 from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
-    DEFAULT_BASE_URL,
     ORGANIZATIONS,
     PROJECTS,
     RESOURCE_NAMES,
@@ -45,14 +43,7 @@ PROGRESS_LOG_PERIOD_S = 5.0
 
 translator = AnalyticsTranslator()
 
-# The graph is built from the source's shape alone: no token is needed to load the definitions.
-_shape = analytics(base_url=DEFAULT_BASE_URL, api_token="unused")
-SPECS = {
-    resource.name: translator.get_asset_spec(
-        DltResourceTranslatorData(resource=resource, pipeline=None)
-    )
-    for resource in _shape.selected_resources.values()
-}
+SPECS = {name: translator.spec_for(name) for name in RESOURCE_NAMES}
 
 
 def _load(

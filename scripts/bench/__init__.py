@@ -1,0 +1,1 @@
+"""Helpers for `scripts/bench.py`: the measured variants, process measurement and the report."""
