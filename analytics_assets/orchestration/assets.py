@@ -23,7 +23,6 @@ from dlt.destinations.sql_client import SqlClientBase
 from analytics_assets.orchestration.checks import CHECKS, SAMPLE_SIZE, open_warehouse
 from analytics_assets.orchestration.resources import AnalyticsDltResource
 from analytics_assets.orchestration.translator import AnalyticsTranslator
-from analytics_assets.sources.analytics import analytics_source
 from analytics_assets.sources.analytics.pipeline import (
     analytics_pipeline,
     exclusive_sync,
@@ -50,6 +49,9 @@ def _load(
     context: AssetExecutionContext, dlt: AnalyticsDltResource, tables: Sequence[str]
 ) -> Iterator[MaterializeResult]:
     """One dlt run of the selected tables, with progress in the run log and row counts."""
+    # imported here: dlt's rest_api adds ~0.3 s to every `dagster` start-up that loads defs
+    from analytics_assets.sources.analytics import analytics_source
+
     pipeline = analytics_pipeline(
         progress=LogCollector(
             log_period=PROGRESS_LOG_PERIOD_S, logger=context.log, dump_system_stats=False
