@@ -1,5 +1,6 @@
 """Pagination, retries and auth of the source, over real HTTP against the sample API."""
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,6 @@ def test_the_seed_retry_policy_is_the_default(
 
     times = [r.received_at for r in api.requests if r.path == "/v3/organizations"]
     assert len(times) == 4
-    waits = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    waits = [later - earlier for earlier, later in itertools.pairwise(times)]
     for wait, expected in zip(waits, (2, 4, 8), strict=True):
         assert expected - 0.05 <= wait < expected + 5, waits

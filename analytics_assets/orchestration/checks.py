@@ -161,12 +161,17 @@ def references(table: str, column: str, parent: str, *, null_ok: bool, blocking:
     )
 
 
-def _as_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+def _as_json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
 
 
 def _run_ids_sql(wh: Warehouse) -> str:
-    return f"SELECT id, test_run_ids, last_test_run_id FROM {wh.table(TESTS)} ORDER BY id"
+    # JSON text on every destination: psycopg2 hands json/jsonb back already decoded, and a
+    # JSON string would then be decoded a second time.
+    return (
+        "SELECT id, CAST(test_run_ids AS TEXT) AS test_run_ids, last_test_run_id "
+        f"FROM {wh.table(TESTS)} ORDER BY id"
+    )
 
 
 def test_run_ids_are_integer_arrays() -> Check:
