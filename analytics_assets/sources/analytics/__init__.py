@@ -7,6 +7,8 @@ come from dlt's config system (environment, `.dlt/config.toml`, `.dlt/secrets.to
 - `SOURCES__ANALYTICS__API_TOKEN` (also `API_TOKEN`, or `api_token` in secrets.toml): the bearer
   token. Required.
 - `SOURCES__ANALYTICS__PAGE_SIZE`: items per page for projects and tests (default 32).
+- `SOURCES__ANALYTICS__CONCURRENCY`: requests in flight at once, at most (default 4).
+- `SOURCES__ANALYTICS__DIALECT`: `seed` (default) or `k6`, the real service's legacy API.
 - `RUNTIME__REQUEST_MAX_ATTEMPTS`, `RUNTIME__REQUEST_BACKOFF_FACTOR`, `RUNTIME__REQUEST_TIMEOUT`:
   the retry policy (default: 4 attempts, i.e. 3 retries, factor 2).
 """
@@ -24,7 +26,7 @@ from dlt.common.configuration.inject import with_config
 from dlt.extract.source import DltSource
 from dlt.sources import DltResource
 from dlt.sources.helpers.requests import Session
-from dlt.sources.helpers.rest_client.auth import BearerTokenAuth
+from dlt.sources.helpers.rest_client.auth import APIKeyAuth, AuthConfigBase, BearerTokenAuth
 from dlt.sources.rest_api import rest_api_resources
 from dlt.sources.rest_api.typing import RESTAPIConfig
 
@@ -40,6 +42,8 @@ from analytics_assets.sources.analytics.helpers import (
 from analytics_assets.sources.analytics.settings import (
     CONCURRENCY,
     DEFAULT_BASE_URL,
+    DEFAULT_DIALECT,
+    DIALECTS,
     ORGANIZATIONS,
     ORGANIZATIONS_PATH,
     PAGE_PARAM,
@@ -77,14 +81,20 @@ API_TOKEN_HELP = (
 
 
 def rest_api_config(
-    base_url: str, api_token: str, page_size: int = PAGE_SIZE, concurrency: int = CONCURRENCY
+    base_url: str,
+    api_token: str,
+    page_size: int = PAGE_SIZE,
+    concurrency: int = CONCURRENCY,
+    dialect: str = DEFAULT_DIALECT,
 ) -> RESTAPIConfig:
     """The seed's rest_api config, corrected where dlt 1.31 needs it (see the README).
 
     `tests` is a plain dlt resource (see `tests_resource`); organizations and projects stay
     declarative, and the projects of several organizations are fetched in parallel.
     """
+    profile = dialect_profile(dialect)
     session = build_session(max_connections=concurrency)
+    auth = api_auth(api_token, profile["auth_scheme"])
 
     def resource(name: str, path: str, **endpoint: Any) -> dict[str, Any]:
         return {
@@ -100,11 +110,7 @@ def rest_api_config(
         }
 
     return {
-        "client": {
-            "base_url": base_url,
-            "auth": {"type": "bearer", "token": api_token},
-            "session": session,
-        },
+        "client": {"base_url": base_url, "auth": auth, "session": session},
         "resource_defaults": {
             "primary_key": "id",
             "write_disposition": "merge",
@@ -128,33 +134,69 @@ def rest_api_config(
                 ),
                 "parallelized": True,
             },
-            tests_resource(session, base_url, api_token, page_size, concurrency),
         ],
     }
 
 
+def dialect_profile(dialect: str) -> dict[str, Any]:
+    """The dialect's settings; an unknown name fails naming the setting and the choices."""
+    if dialect not in DIALECTS:
+        raise ValueError(
+            f"SOURCES__ANALYTICS__DIALECT is {dialect!r}; choose one of {', '.join(DIALECTS)}."
+        )
+    return DIALECTS[dialect]
+
+
+def api_auth(api_token: str, scheme: str) -> AuthConfigBase:
+    """`Authorization: Bearer <token>` (the seed) or `Token <token>` (the k6 dialect)."""
+    if scheme == "Bearer":
+        return BearerTokenAuth(api_token)
+    return APIKeyAuth(name="Authorization", api_key=f"{scheme} {api_token}", location="header")
+
+
 def tests_resource(
-    session: Session, base_url: str, api_token: str, page_size: int, concurrency: int
+    session: Session,
+    base_url: str,
+    auth: AuthConfigBase,
+    page_size: int,
+    concurrency: int,
+    dialect: str = DEFAULT_DIALECT,
+    projects: DltResource | None = None,
 ) -> DltResource:
-    """`GET /loadtests/v2/tests`, selector `tests`, pages of `page_size`, several in flight.
+    """`GET /loadtests/v2/tests`, pages of `page_size`, several in flight; per project if asked.
 
     The seed's tests endpoint, kept out of the declarative config only because dlt fetches the
     pages of one endpoint one at a time (12k tests at 32 per page and 30 ms each is 11 s).
     """
+    profile = dialect_profile(dialect)
+    url = f"{base_url}{TESTS_PATH}"
+    key = profile["tests_key"]
+    hints: dict[str, Any] = {
+        "name": TESTS,
+        "table_name": TESTS,
+        "primary_key": "id",
+        "write_disposition": "merge",
+        "columns": SCHEMA[TESTS],
+        "max_table_nesting": 0,
+    }
+    if not profile["tests_per_project"]:
 
-    def tests() -> Iterator[list[dict[str, Any]]]:
-        url = f"{base_url}{TESTS_PATH}"
-        auth = BearerTokenAuth(api_token)
-        yield from PagedList(session, url, TESTS, page_size, concurrency, auth=auth)
+        def tests() -> Iterator[list[dict[str, Any]]]:
+            yield from PagedList(session, url, key, page_size, concurrency, auth=auth)
 
-    return dlt.resource(
-        tests,
-        name=TESTS,
-        primary_key="id",
-        write_disposition="merge",
-        columns=SCHEMA[TESTS],
-        max_table_nesting=0,
-    ).add_map(conform_to(TESTS, SCHEMA[TESTS]))
+        resource = dlt.resource(tests, **hints)
+    else:
+        if projects is None:
+            raise ValueError("the per-project tests list needs the projects resource")
+
+        def tests_of(items: Any) -> Iterator[list[dict[str, Any]]]:
+            for project in items if isinstance(items, list) else [items]:
+                params = {"project_id": project["id"]}
+                # projects already run in parallel: one page at a time within each project
+                yield from PagedList(session, url, key, page_size, 1, auth=auth, params=params)
+
+        resource = dlt.transformer(tests_of, data_from=projects, parallelized=True, **hints)
+    return resource.add_map(conform_to(TESTS, SCHEMA[TESTS]))
 
 
 @dlt.source(name=SOURCE_NAME, max_table_nesting=0, schema_contract={"data_type": "freeze"})
@@ -163,6 +205,7 @@ def analytics(
     api_token: str = dlt.secrets.value,
     page_size: int = PAGE_SIZE,
     concurrency: int = CONCURRENCY,
+    dialect: str = DEFAULT_DIALECT,
 ) -> Sequence[DltResource]:
     """Organizations, their projects, and tests, merged on `id`.
 
@@ -174,10 +217,17 @@ def analytics(
         api_token: The bearer token. Never logged.
         page_size: Items per page for the paginated lists.
         concurrency: Requests in flight at once, at most, across all lists.
+        dialect: "seed" (the spec's contract) or "k6" (the real service's legacy API).
     """
-    return rest_api_resources(
-        rest_api_config(checked_base_url(base_url), api_token, page_size, concurrency)
+    base_url = checked_base_url(base_url)
+    config = rest_api_config(base_url, api_token, page_size, concurrency, dialect)
+    resources = rest_api_resources(config)
+    projects = next(r for r in resources if r.name == PROJECTS)
+    client = config["client"]
+    tests = tests_resource(
+        client["session"], base_url, client["auth"], page_size, concurrency, dialect, projects
     )
+    return [*resources, tests]
 
 
 class InsecureBaseUrl(ValueError):
@@ -221,9 +271,13 @@ def analytics_source(**overrides: Any) -> DltSource:
 
 @with_config(sections=("sources", SOURCE_NAME))
 def _api_settings(
-    base_url: str = DEFAULT_BASE_URL, api_token: str = dlt.secrets.value, page_size: int = PAGE_SIZE
-) -> tuple[str, str, int]:
-    return checked_base_url(base_url), api_token, page_size
+    base_url: str = DEFAULT_BASE_URL,
+    api_token: str = dlt.secrets.value,
+    page_size: int = PAGE_SIZE,
+    dialect: str = DEFAULT_DIALECT,
+) -> tuple[str, AuthConfigBase, int]:
+    auth = api_auth(api_token, dialect_profile(dialect)["auth_scheme"])
+    return checked_base_url(base_url), auth, page_size
 
 
 def upstream_fingerprint(request_timeout: float = 10.0) -> str:
@@ -233,7 +287,7 @@ def upstream_fingerprint(request_timeout: float = 10.0) -> str:
     "try again at the next poll". A change of `meta` (the API's total, when sent) counts too.
     """
     try:
-        base_url, api_token, page_size = _api_settings()
+        base_url, auth, page_size = _api_settings()
     except ConfigFieldMissingException as e:
         if "api_token" in e.fields:
             raise MissingApiToken(API_TOKEN_HELP) from None
@@ -241,7 +295,6 @@ def upstream_fingerprint(request_timeout: float = 10.0) -> str:
     session = build_session(
         request_max_attempts=2, request_backoff_factor=0.5, request_timeout=request_timeout
     )
-    auth = BearerTokenAuth(api_token)
     digest = hashlib.sha256()
     for path, params in (
         (ORGANIZATIONS_PATH, {}),

@@ -52,8 +52,9 @@ def checked_list(response: Response, selector: str) -> list[Any]:
     if not isinstance(body, dict) or not isinstance(body.get(selector), list):
         found = sorted(body) if isinstance(body, dict) else type(body).__name__
         raise ApiResponseError(
-            f"{where} without a `{selector}` list (found {found}). If the API serves the "
-            "list under another key, the data selector in the source config must change."
+            f"{where} without a `{selector}` list (found {found}). If the API serves the list "
+            "under another key, the source's dialect must change (SOURCES__ANALYTICS__DIALECT=k6 "
+            "reads tests from `k6-tests`)."
         )
     return body[selector]
 

@@ -34,6 +34,16 @@ PROJECTS: Final = "projects"
 TESTS: Final = "tests"
 RESOURCE_NAMES: Final = (ORGANIZATIONS, PROJECTS, TESTS)
 
+# API dialects, chosen by one setting (`sources.analytics.dialect`). "seed" is the spec's
+# vendor-neutral contract. "k6" is the public load-testing cloud's legacy API behind it: tests
+# under `k6-tests`, listed per project (`?project_id=`; without it only the default project's),
+# and the documented `Authorization: Token <token>` header.
+DIALECTS: Final = {
+    "seed": {"tests_key": "tests", "tests_per_project": False, "auth_scheme": "Bearer"},
+    "k6": {"tests_key": "k6-tests", "tests_per_project": True, "auth_scheme": "Token"},
+}
+DEFAULT_DIALECT: Final = "seed"
+
 ORGANIZATIONS_PATH: Final = "/v3/organizations"
 PROJECTS_PATH: Final = "/v3/organizations/{organization_id}/projects"
 TESTS_PATH: Final = "/loadtests/v2/tests"
