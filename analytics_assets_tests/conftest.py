@@ -58,11 +58,16 @@ def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def env(api: SampleApiServer, warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> SampleApiServer:
     """Point the sync at the sample API and the temp warehouse, with fast retries."""
-    monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", api.url)
-    monkeypatch.setenv("SOURCES__ANALYTICS__API_TOKEN", api.token)
+    return point_sync_at(api, monkeypatch)
+
+
+def point_sync_at(server: SampleApiServer, monkeypatch: pytest.MonkeyPatch) -> SampleApiServer:
+    """Configure the sync for a sample API server, as a user would with environment variables."""
+    monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", server.url)
+    monkeypatch.setenv("SOURCES__ANALYTICS__API_TOKEN", server.token)
     for name, value in FAST_RETRY_ENV.items():
         monkeypatch.setenv(name, value)
-    return api
+    return server
 
 
 def run_sync(

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from analytics_assets.sample_api import SampleApiServer, build_account
-from analytics_assets_tests.conftest import FAST_RETRY_ENV, query, run_sync
+from analytics_assets_tests.conftest import point_sync_at, query, run_sync
 from analytics_assets_tests.test_http import failure_message
 
 
@@ -14,11 +14,7 @@ from analytics_assets_tests.test_http import failure_message
 def k6_api(warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SampleApiServer]:
     """The sample API speaking the legacy service's dialect."""
     with SampleApiServer(build_account(), tests_key="k6-tests") as server:
-        monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", server.url)
-        monkeypatch.setenv("SOURCES__ANALYTICS__API_TOKEN", server.token)
-        for name, value in FAST_RETRY_ENV.items():
-            monkeypatch.setenv(name, value)
-        yield server
+        yield point_sync_at(server, monkeypatch)
 
 
 def test_the_k6_dialect_loads_every_test_listed_per_project(
