@@ -51,6 +51,7 @@ def _load(
     """One dlt run of the selected tables, with progress in the run log and row counts."""
     # imported here: dlt's rest_api adds ~0.3 s to every `dagster` start-up that loads defs
     from analytics_assets.sources.analytics import analytics_source
+    from analytics_assets.sources.analytics.helpers import counting_pages
 
     pipeline = analytics_pipeline(
         progress=LogCollector(
@@ -58,13 +59,16 @@ def _load(
         )
     )
     # A fresh source per run: config is resolved now, and the definition's source stays untouched.
-    results = dlt.run(
-        context=context,
-        dlt_source=analytics_source().with_resources(*tables),
-        dlt_pipeline=pipeline,
-        dagster_dlt_translator=translator,
-        loader_file_format=loader_file_format(pipeline),
-    )
+    with counting_pages(pipeline.collector):
+        results = list(
+            dlt.run(
+                context=context,
+                dlt_source=analytics_source().with_resources(*tables),
+                dlt_pipeline=pipeline,
+                dagster_dlt_translator=translator,
+                loader_file_format=loader_file_format(pipeline),
+            )
+        )
     # dlt lists transformers (projects) after plain resources; Dagster wants lineage order.
     ordered = sorted(results, key=lambda r: RESOURCE_NAMES.index(r.asset_key.path[-1]))
     trace = pipeline.last_trace

@@ -4,12 +4,14 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
 import dlt
 from dlt.common.configuration.specs import RuntimeConfiguration
+from dlt.common.runtime.collector import Collector
 from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.sources.helpers.requests import Client, Response, Session
 from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
@@ -23,7 +25,30 @@ from analytics_assets.sources.analytics.settings import (
     REQUEST_BACKOFF_FACTOR,
     REQUEST_MAX_ATTEMPTS,
     RETRY_STATUS_CODES,
+    TESTS,
 )
+
+# Where pages are counted during a sync: dlt's progress collector of the running pipeline. A
+# module-level hook because dlt's page fetches run in worker threads that see no active
+# pipeline; `exclusive_sync` already allows one sync per process at a time.
+_page_counter: Callable[[str], Any] | None = None
+
+
+@contextmanager
+def counting_pages(collector: Collector) -> Iterator[None]:
+    """Count every page fetched during the block in `collector`, as `<resource> pages`."""
+    global _page_counter
+    _page_counter = lambda resource: collector.update(f"{resource} pages")  # noqa: E731
+    try:
+        yield
+    finally:
+        _page_counter = None
+
+
+def count_page(resource: str) -> None:
+    """One more page of `resource` in the progress log, when a sync is counting."""
+    if _page_counter is not None:
+        _page_counter(resource)
 
 
 class ContractViolation(ValueError):
@@ -140,7 +165,9 @@ class PagedList:
         params = {**self.params, PAGE_PARAM: page, PAGE_SIZE_PARAM: self.page_size}
         response = self.session.get(self.url, params=params, auth=self.auth)
         response.raise_for_status()
-        return checked_list(response, self.selector), total_count(response)
+        items = checked_list(response, self.selector), total_count(response)
+        count_page(TESTS)
+        return items
 
     def __iter__(self) -> Iterator[list[Any]]:
         items, total = self.fetch(1)
@@ -216,6 +243,7 @@ def require_list_at(selector: str) -> Callable[..., None]:
     def check(response: Response, *args: Any, **kwargs: Any) -> None:
         if 200 <= response.status_code < 300:
             checked_list(response, selector)
+            count_page(selector)
         # other statuses: dlt's raise_for_status hook reports them, with the status and the URL
 
     return check
