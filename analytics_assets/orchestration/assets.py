@@ -77,17 +77,13 @@ def _load(
     with pipeline.sql_client() as client:
         for result in ordered:
             table = result.asset_key.path[-1]
-            name = client.make_qualified_table_name(table)
             try:
+                ghosts = remove_ghosts(client, table, load_ids, served.get(table, 0))
                 # dagster-dlt's fetch_row_count() raises for a table that received no rows
+                name = client.make_qualified_table_name(table)
                 row_count = client.execute_sql(f"SELECT COUNT(*) FROM {name}")[0][0]
             except DatabaseUndefinedRelation:  # dlt creates no table for a list never served
-                yield result._replace(
-                    metadata={**(result.metadata or {}), **_table_metadata(table, 0)}
-                )
-                continue
-            ghosts = remove_ghosts(client, table, load_ids, served.get(table, 0))
-            row_count -= ghosts["ghosts_removed"]
+                ghosts, row_count = {}, 0
             yield result._replace(
                 metadata={**(result.metadata or {}), **_table_metadata(table, row_count), **ghosts}
             )
@@ -105,17 +101,18 @@ def remove_ghosts(
     Every served row was just written with this run's load id; any other row is a ghost. An
     empty list from an API that had rows looks like an outage, not a deletion: nothing goes.
     """
-    name = client.make_qualified_table_name(table)
-    ids = ", ".join(f"'{load_id}'" for load_id in load_ids)
-    ghosts_sql = f"SELECT id FROM {name} WHERE _dlt_load_id NOT IN ({ids})" if ids else ""
-    if not ghosts_sql or served == 0:
+    if not load_ids or served == 0:
         return {"ghosts_removed": 0, "ghosts_note": "kept all rows: the API served none"}
-    ghosts = client.execute_sql(f"SELECT COUNT(*) FROM ({ghosts_sql}) AS g")[0][0]
-    sample = [r[0] for r in client.execute_sql(f"{ghosts_sql} ORDER BY id LIMIT {SAMPLE_SIZE}")]
+    name = client.make_qualified_table_name(table)
+    stale = "_dlt_load_id NOT IN ({})".format(", ".join(f"'{i}'" for i in load_ids))
+    ghosts = client.execute_sql(f"SELECT COUNT(*) FROM {name} WHERE {stale}")[0][0]
+    sample = client.execute_sql(
+        f"SELECT id FROM {name} WHERE {stale} ORDER BY id LIMIT {SAMPLE_SIZE}"
+    )
     if ghosts:
         with client.begin_transaction():
-            client.execute_sql(f"DELETE FROM {name} WHERE _dlt_load_id NOT IN ({ids})")
-    return {"ghosts_removed": ghosts, "sample_ghost_ids": sample}
+            client.execute_sql(f"DELETE FROM {name} WHERE {stale}")
+    return {"ghosts_removed": ghosts, "sample_ghost_ids": [row[0] for row in sample]}
 
 
 def _check(context: AssetExecutionContext, tables: Sequence[str]) -> Iterator[AssetCheckResult]:

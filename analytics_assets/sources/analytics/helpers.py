@@ -5,6 +5,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import count
 from typing import Any
@@ -131,6 +132,7 @@ class SizedPageNumberPaginator(PageNumberPaginator):
             self._has_next_page = False
 
 
+@dataclass
 class PagedList:
     """One paginated list, yielded in page order, with up to `concurrency` pages in flight.
 
@@ -140,34 +142,26 @@ class PagedList:
     where the list ends, so pages go one at a time: a request past the end would be waste.
     """
 
-    def __init__(
-        self,
-        session: Session,
-        url: str,
-        selector: str,
-        page_size: int,
-        concurrency: int,
-        auth: AuthBase | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
-        self.session = session
-        self.url = url
-        self.selector = selector
-        self.page_size = page_size
-        self.concurrency = concurrency
-        self.auth = auth
-        self.params = params or {}
+    session: Session
+    url: str
+    selector: str
+    page_size: int
+    concurrency: int
+    auth: AuthBase | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be a positive integer, got {self.concurrency!r}")
 
     def fetch(self, page: int) -> tuple[list[Any], int | None]:
         """One page and the API's total, if it sends one."""
         params = {**self.params, PAGE_PARAM: page, PAGE_SIZE_PARAM: self.page_size}
         response = self.session.get(self.url, params=params, auth=self.auth)
         response.raise_for_status()
-        items = checked_list(response, self.selector), total_count(response)
+        items = checked_list(response, self.selector)
         count_page(TESTS)
-        return items
+        return items, total_count(response)
 
     def __iter__(self) -> Iterator[list[Any]]:
         items, total = self.fetch(1)
