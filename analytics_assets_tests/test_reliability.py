@@ -2,9 +2,8 @@
 
 A clean failure names the cause and leaves the warehouse as the last good run left it.
 
-Faults that must fail are injected into the organizations list, which the first load step reads
-before anything is written. (The tests list loads in a second step, after the blocking check on
-projects; a fault there leaves organizations and projects from the failed run: see the README.)
+Most faults that must fail are injected into the organizations list; the tests at the end inject
+them into the tests list, which loads in the second step but is fetched before the first writes.
 """
 
 import time
@@ -234,16 +233,51 @@ def test_an_empty_list_from_an_api_that_had_rows_is_not_taken_as_deletion(
     assert "kept" in metadata["ghosts_note"].value
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(TESTS_PATH, status=500, times=100),
+        Fault(TESTS_PATH, status=200, times=1, body='{"tests": [{"id": 1,'),
+    ],
+    ids=["5xx-beyond-the-budget", "malformed-json"],
+)
+def test_a_fault_in_the_tests_list_leaves_every_table_as_the_last_good_run(
+    env: SampleApiServer, warehouse: Path, last_good: dict, fault: Fault
+) -> None:
+    env.add_fault(fault)
+
+    result = run_sync(raise_on_error=False)
+
+    assert_failed_cleanly(result, warehouse, last_good, f"{env.url}{TESTS_PATH}")
+    assert not result.get_asset_materialization_events(), "nothing may count as materialized"
+
+
 def test_a_sync_after_a_failed_one_is_consistent(
     env: SampleApiServer, warehouse: Path, last_good: dict
 ) -> None:
     env.add_fault(Fault(TESTS_PATH, status=500, times=10))
     assert not run_sync(raise_on_error=False).success
-    assert snapshot(warehouse)["tests"] == last_good["tests"]
+    assert snapshot(warehouse) == last_good
     env.clear_faults()
 
     assert run_sync().success
 
     assert query(warehouse, "SELECT name FROM analytics.tests ORDER BY id LIMIT 1") == [
         ("changed upstream",)
+    ]
+
+
+def test_tests_fetched_for_a_run_that_stopped_are_never_loaded_later(
+    env: SampleApiServer, warehouse: Path, last_good: dict
+) -> None:
+    # the first step fetches tests, then fails loading organizations: the fetch stays pending
+    env.add_fault(Fault("/v3/organizations/", status=503, times=100))
+    assert not run_sync(raise_on_error=False).success
+    env.clear_faults()
+    env.account.tests[0]["name"] = "changed again"
+
+    assert run_sync("tests").success
+
+    assert query(warehouse, "SELECT name FROM analytics.tests ORDER BY id LIMIT 1") == [
+        ("changed again",)
     ]

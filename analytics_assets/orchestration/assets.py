@@ -1,11 +1,16 @@
-"""The three analytics tables as Dagster assets, each step one dlt run followed by its checks.
+"""The three analytics tables as Dagster assets, each step one dlt load followed by its checks.
 
 Two steps, not one: `projects.organization_id_references_organizations` is blocking, and a
 blocking check can only stop assets of *later* steps. So organizations and projects load
 together, and tests load in a second step that runs only when that check passed.
+
+Nothing is written before every list of the run has been fetched: when the run materializes
+tests too, the first step fetches them before it loads anything, into a pending package of the
+tests' own dlt pipeline, and the second step loads that package. A fault in any list fails the
+run with the warehouse exactly as the last good run left it.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from dagster import (
@@ -19,6 +24,7 @@ from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 from dlt.common.runtime.collector import LogCollector
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
+from dlt.pipeline.pipeline import Pipeline
 
 from analytics_assets.orchestration.checks import CHECKS, SAMPLE_SIZE, open_warehouse
 from analytics_assets.orchestration.resources import AnalyticsDltResource
@@ -27,6 +33,7 @@ from analytics_assets.sources.analytics.pipeline import (
     analytics_pipeline,
     exclusive_sync,
     loader_file_format,
+    tests_pipeline,
 )
 from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
@@ -34,30 +41,47 @@ from analytics_assets.sources.analytics.settings import (
     PROJECTS,
     RESOURCE_NAMES,
     TESTS,
+    TESTS_SCHEMA_NAME,
 )
 
 # One dlt load at a time per warehouse: DuckDB takes a single writer (dagster#26848).
 WAREHOUSE_POOL = "analytics_warehouse"
 PROGRESS_LOG_PERIOD_S = 5.0
+# Local state of the tests' pipeline: which Dagster run its pending package was fetched for.
+FETCHED_FOR_RUN = "fetched_for_run"
 
 translator = AnalyticsTranslator()
 
 SPECS = {name: translator.spec_for(name) for name in RESOURCE_NAMES}
 
+Load = Callable[
+    [AssetExecutionContext, AnalyticsDltResource, Sequence[str]], Iterator[MaterializeResult]
+]
 
-def _load(
+
+def _progress(context: AssetExecutionContext) -> LogCollector:
+    """Progress of dlt (rows, pages, files) in the run log every few seconds."""
+    return LogCollector(
+        log_period=PROGRESS_LOG_PERIOD_S, logger=context.log, dump_system_stats=False
+    )
+
+
+def _run_materializes(context: AssetExecutionContext, table: str) -> bool:
+    """Whether this run materializes `table`, in this step or in a later one."""
+    return SPECS[table].key in context.job_def.asset_layer.selected_asset_keys
+
+
+def load_organizations_projects(
     context: AssetExecutionContext, dlt: AnalyticsDltResource, tables: Sequence[str]
 ) -> Iterator[MaterializeResult]:
-    """One dlt run of the selected tables, with progress in the run log and row counts."""
+    """Fetch tests first when the run loads them, then one dlt run of organizations/projects."""
     # imported here: dlt's rest_api adds ~0.3 s to every `dagster` start-up that loads defs
     from analytics_assets.sources.analytics import analytics_source
     from analytics_assets.sources.analytics.helpers import counting_pages
 
-    pipeline = analytics_pipeline(
-        progress=LogCollector(
-            log_period=PROGRESS_LOG_PERIOD_S, logger=context.log, dump_system_stats=False
-        )
-    )
+    if _run_materializes(context, TESTS):
+        fetch_tests(context)
+    pipeline = analytics_pipeline(progress=_progress(context))
     # A fresh source per run: config is resolved now, and the definition's source stays untouched.
     with counting_pages(pipeline.collector):
         results = list(
@@ -70,12 +94,70 @@ def _load(
             )
         )
     # dlt lists transformers (projects) after plain resources; Dagster wants lineage order.
-    ordered = sorted(results, key=lambda r: RESOURCE_NAMES.index(r.asset_key.path[-1]))
+    yield from _with_row_counts(pipeline, sorted(results, key=_lineage_order))
+
+
+def fetch_tests(context: AssetExecutionContext) -> Pipeline:
+    """Fetch the whole tests list into a pending package of the tests' pipeline, for this run.
+
+    dagster-dlt's `run` drops pending packages before it extracts, so extraction here and the
+    load in `load_tests` use dlt's pipeline directly.
+    """
+    from analytics_assets.sources.analytics import analytics_source
+    from analytics_assets.sources.analytics.helpers import counting_pages
+
+    pipeline = tests_pipeline(progress=_progress(context))
+    pipeline.drop()  # a package left by an earlier run that failed is stale
+    source = analytics_source().with_resources(TESTS).clone(with_name=TESTS_SCHEMA_NAME)
+    with counting_pages(pipeline.collector):
+        # the file format is chosen at extract time: the package keeps it until its load
+        pipeline.extract(source, loader_file_format=loader_file_format(pipeline))
+    pipeline.set_local_state_val(FETCHED_FOR_RUN, context.run.run_id)
+    return pipeline
+
+
+def load_tests(
+    context: AssetExecutionContext, dlt: AnalyticsDltResource, tables: Sequence[str]
+) -> Iterator[MaterializeResult]:
+    """Load the tests fetched by this run's first step; fetch them now if it did not."""
+    from analytics_assets.sources.analytics import analytics_source
+
+    pipeline = tests_pipeline(progress=_progress(context))
+    if not _fetched_for(pipeline, context.run.run_id):
+        pipeline = fetch_tests(context)
+    # With a pending package and no data, dlt's run normalizes and loads just that package.
+    load_info = pipeline.run() if pipeline.has_pending_data else None
+    if load_info is not None:
+        load_info.raise_on_failed_jobs()
+        resource = analytics_source().resources[TESTS]
+        metadata = dlt.extract_resource_metadata(context, resource, load_info, pipeline)
+    else:  # the API served no tests: dlt normalized no rows, so it loaded nothing
+        metadata = {"rows_loaded": 0, "dataset_name": pipeline.dataset_name}
+    result = MaterializeResult(asset_key=SPECS[TESTS].key, metadata=metadata)
+    yield from _with_row_counts(pipeline, [result])
+
+
+def _fetched_for(pipeline: Pipeline, run_id: str) -> bool:
+    """Whether the tests were fetched by this run: a package left by another is never loaded."""
+    try:
+        return pipeline.get_local_state_val(FETCHED_FOR_RUN) == run_id
+    except KeyError:
+        return False
+
+
+def _lineage_order(result: MaterializeResult) -> int:
+    return RESOURCE_NAMES.index(result.asset_key.path[-1])
+
+
+def _with_row_counts(
+    pipeline: Pipeline, results: Sequence[MaterializeResult]
+) -> Iterator[MaterializeResult]:
+    """Each result after removing the table's ghosts, with its row count and ghost report."""
     trace = pipeline.last_trace
     load_ids = trace.last_load_info.loads_ids if trace and trace.last_load_info else []
     served = trace.last_normalize_info.row_counts if trace and trace.last_normalize_info else {}
     with pipeline.sql_client() as client:
-        for result in ordered:
+        for result in results:
             table = result.asset_key.path[-1]
             try:
                 ghosts = remove_ghosts(client, table, load_ids, served.get(table, 0))
@@ -128,7 +210,7 @@ def _check(context: AssetExecutionContext, tables: Sequence[str]) -> Iterator[As
             yield result._replace(asset_key=check.spec.asset_key, check_name=check.name)
 
 
-def dlt_step(name: str, tables: Sequence[str]) -> AssetsDefinition:
+def dlt_step(name: str, tables: Sequence[str], load: Load) -> AssetsDefinition:
     """A multi-asset over some tables and their checks; any subset, checks alone included."""
 
     @multi_asset(
@@ -144,12 +226,14 @@ def dlt_step(name: str, tables: Sequence[str]) -> AssetsDefinition:
         selected = [t for t in tables if SPECS[t].key in context.selected_asset_keys]
         with exclusive_sync(context.log.info):
             if selected:
-                yield from _load(context, dlt, selected)
+                yield from load(context, dlt, selected)
             yield from _check(context, tables)
 
     return _step
 
 
-organizations_and_projects = dlt_step("analytics_organizations_projects", (ORGANIZATIONS, PROJECTS))
-tests = dlt_step("analytics_tests", (TESTS,))
+organizations_and_projects = dlt_step(
+    "analytics_organizations_projects", (ORGANIZATIONS, PROJECTS), load_organizations_projects
+)
+tests = dlt_step("analytics_tests", (TESTS,), load_tests)
 analytics_assets = [organizations_and_projects, tests]

@@ -14,6 +14,7 @@ from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
     DEFAULT_DESTINATION,
     PIPELINE_NAME,
+    TESTS_PIPELINE_NAME,
 )
 
 
@@ -22,19 +23,43 @@ def destination_type() -> str:
     return dlt.config.get("destination_type", str) or DEFAULT_DESTINATION
 
 
-def analytics_pipeline(progress: Collector | str | None = None, **kwargs: Any) -> dlt.Pipeline:
+def analytics_pipeline(
+    progress: Collector | str | None = None, pipeline_name: str = PIPELINE_NAME, **kwargs: Any
+) -> dlt.Pipeline:
     """A pipeline into the `analytics` dataset of the configured destination.
 
     Credentials come from dlt's config (`DESTINATION__DUCKDB__CREDENTIALS`, ...). Without any,
     DuckDB writes `analytics_assets.duckdb` in the working directory.
     """
+    kwargs.setdefault("destination", destination_type())
     return dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
-        destination=destination_type(),
-        dataset_name=DATASET_NAME,
-        progress=progress,
-        **kwargs,
+        pipeline_name=pipeline_name, dataset_name=DATASET_NAME, progress=progress, **kwargs
     )
+
+
+def tests_pipeline(progress: Collector | str | None = None) -> dlt.Pipeline:
+    """The pipeline that loads `tests`, into the same dataset, from a package fetched earlier.
+
+    Its own pipeline so the fetched tests survive the organizations/projects load in between,
+    as a pending package. Nothing to restore from the destination: every sync is a full one,
+    and a restore would replace the schema the pending package was extracted with.
+    """
+    main = analytics_pipeline()
+    destination: Any = main.destination
+    if is_duckdb(main):
+        # dlt names a default DuckDB file after the pipeline: point at the main pipeline's file
+        credentials = main.destination_client().config.credentials
+        destination = dlt.destinations.duckdb(credentials=credentials)
+    pipeline = analytics_pipeline(
+        progress, pipeline_name=TESTS_PIPELINE_NAME, destination=destination
+    )
+    pipeline.config.restore_from_destination = False
+    return pipeline
+
+
+def is_duckdb(pipeline: dlt.Pipeline) -> bool:
+    """DuckDB takes one writer process at a time, and keeps its data in a local file."""
+    return pipeline.destination.destination_type == "dlt.destinations.duckdb"
 
 
 def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
@@ -66,7 +91,7 @@ def exclusive_sync(log: Callable[[str], None]) -> Iterator[None]:
     os.makedirs(pipelines_dir, exist_ok=True)
     with _flock(os.path.join(pipelines_dir, f"{PIPELINE_NAME}.lock"), "dlt pipeline dir", log):
         pipeline = analytics_pipeline()
-        if pipeline.destination.destination_type != "dlt.destinations.duckdb":
+        if not is_duckdb(pipeline):
             yield
             return
         database = pipeline.destination_client().config.credentials.database

@@ -10,6 +10,9 @@ from dlt.common.schema.typing import TTableSchemaColumns
 
 SOURCE_NAME: Final = "analytics"
 PIPELINE_NAME: Final = "analytics_assets"
+# Tests wait in their own pipeline (and dlt schema) between fetch and load; see `tests_pipeline`.
+TESTS_PIPELINE_NAME: Final = "analytics_assets_tests"
+TESTS_SCHEMA_NAME: Final = "analytics_tests"
 # The dataset (a schema in DuckDB/PostgreSQL). The default DuckDB file is named after the
 # pipeline, never after the dataset: `analytics.duckdb` with dataset `analytics` is ambiguous.
 DATASET_NAME: Final = "analytics"
