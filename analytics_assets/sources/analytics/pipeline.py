@@ -4,15 +4,16 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import dlt
+from dlt.common.destination import TDestinationReferenceArg
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.runtime.collector import Collector
 
 from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
     DEFAULT_DESTINATION,
+    DUCKDB_GLOBAL_CONFIG,
     PIPELINE_NAME,
     TESTS_PIPELINE_NAME,
 )
@@ -24,16 +25,28 @@ def destination_type() -> str:
 
 
 def analytics_pipeline(
-    progress: Collector | str | None = None, pipeline_name: str = PIPELINE_NAME, **kwargs: Any
+    progress: Collector | str | None = None, pipeline_name: str = PIPELINE_NAME
 ) -> dlt.Pipeline:
     """A pipeline into the `analytics` dataset of the configured destination.
 
     Credentials come from dlt's config (`DESTINATION__DUCKDB__CREDENTIALS`, ...). Without any,
-    DuckDB writes `analytics_assets.duckdb` in the working directory.
+    DuckDB writes `analytics_assets.duckdb` in the working directory, whichever pipeline loads.
     """
-    kwargs.setdefault("destination", destination_type())
+    main = _pipeline(PIPELINE_NAME, destination_type())
+    if not is_duckdb(main):
+        return _pipeline(pipeline_name, destination_type(), progress)
+    credentials = main.destination_client().config.credentials
+    # keys the user sets under destination.duckdb.credentials.global_config win
+    credentials.global_config = {**DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
+    # dlt names a default DuckDB file after the pipeline: the tests' pipeline uses the main one's
+    return _pipeline(pipeline_name, dlt.destinations.duckdb(credentials=credentials), progress)
+
+
+def _pipeline(
+    name: str, destination: TDestinationReferenceArg, progress: Collector | str | None = None
+) -> dlt.Pipeline:
     return dlt.pipeline(
-        pipeline_name=pipeline_name, dataset_name=DATASET_NAME, progress=progress, **kwargs
+        pipeline_name=name, destination=destination, dataset_name=DATASET_NAME, progress=progress
     )
 
 
@@ -44,15 +57,7 @@ def tests_pipeline(progress: Collector | str | None = None) -> dlt.Pipeline:
     as a pending package. Nothing to restore from the destination: every sync is a full one,
     and a restore would replace the schema the pending package was extracted with.
     """
-    main = analytics_pipeline()
-    destination: Any = main.destination
-    if is_duckdb(main):
-        # dlt names a default DuckDB file after the pipeline: point at the main pipeline's file
-        credentials = main.destination_client().config.credentials
-        destination = dlt.destinations.duckdb(credentials=credentials)
-    pipeline = analytics_pipeline(
-        progress, pipeline_name=TESTS_PIPELINE_NAME, destination=destination
-    )
+    pipeline = analytics_pipeline(progress, TESTS_PIPELINE_NAME)
     pipeline.config.restore_from_destination = False
     return pipeline
 
@@ -75,7 +80,13 @@ def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
         _, formats = caps.loader_file_format_selector(
             caps.preferred_loader_file_format, formats, table_schema={}
         )
-    return "parquet" if "parquet" in formats else None
+    if "parquet" not in formats:
+        return None
+    import pyarrow  # only where parquet is written: Arrow adds ~0.2 s to an import
+
+    # Arrow's jemalloc pool keeps normalize's buffers, and the load's memory then stacks on them
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    return "parquet"
 
 
 @contextmanager

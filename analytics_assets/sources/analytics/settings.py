@@ -17,6 +17,13 @@ TESTS_SCHEMA_NAME: Final = "analytics_tests"
 # pipeline, never after the dataset: `analytics.duckdb` with dataset `analytics` is ambiguous.
 DATASET_NAME: Final = "analytics"
 DEFAULT_DESTINATION: Final = "duckdb"
+# DuckDB's defaults let a load's memory grow with the account (measured at 10x: 403 MB, against
+# 259 MB at 1x). Capped, it spills to disk instead. Each key can be overridden in dlt's config.
+DUCKDB_GLOBAL_CONFIG: Final = {
+    "memory_limit": "32MB",
+    "preserve_insertion_order": False,
+    "threads": 1,
+}
 
 DEFAULT_BASE_URL: Final = "https://api.example.com"
 PAGE_PARAM: Final = "page"
