@@ -56,3 +56,38 @@ def test_the_dagster_cli_materializes_everything(env: SampleApiServer, warehouse
         ("tests", env.account.tests),
     ):
         assert query(warehouse, f"SELECT COUNT(*) FROM analytics.{table}")[0][0] == len(records)
+
+
+def _python(code: str, env: dict[str, str], cwd: Path = REPO) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
+
+
+def test_loading_the_definitions_imports_neither_dlt_nor_dagster_dlt() -> None:
+    # the start-up target (bench): dlt and dagster-dlt cost ~0.8 s, paid only when a step runs
+    code = (
+        "import sys; from analytics_assets import defs; defs.resolve_asset_graph(); "
+        "defs.resolve_job_def('analytics_sync'); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'dlt', 'dagster_dlt', 'pyarrow'}))"
+    )
+    assert _python(code, dict(os.environ)) == "[]"
+
+
+def test_the_destination_kind_is_what_dlt_resolves(tmp_path: Path) -> None:
+    code = (
+        "from analytics_assets.orchestration.specs import destination_kind; "
+        "from analytics_assets.sources.analytics.pipeline import destination_type; "
+        "print(destination_kind(), destination_type())"
+    )
+    project = tmp_path / "project"
+    (project / ".dlt").mkdir(parents=True)
+    base = {k: v for k, v in os.environ.items() if k != "DESTINATION_TYPE"}
+    base |= {"DLT_PROJECT_DIR": str(project), "DLT_DATA_DIR": str(tmp_path / "data")}
+
+    assert _python(code, base, project) == "duckdb duckdb"
+    assert _python(code, base | {"DESTINATION_TYPE": "postgres"}, project) == "postgres postgres"
+    (project / ".dlt" / "config.toml").write_text('destination_type = "snowflake"\n')
+    assert _python(code, base, project) == "snowflake snowflake"

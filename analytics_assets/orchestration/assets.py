@@ -2,16 +2,11 @@
 
 Two steps, not one: `projects.organization_id_references_organizations` is blocking, and a
 blocking check can only stop assets of *later* steps. So organizations and projects load
-together, and tests load in a second step that runs only when that check passed.
-
-Nothing is written before every list of the run has been fetched: when the run materializes
-tests too, the first step fetches them before it loads anything, into a pending package of the
-tests' own dlt pipeline, and the second step loads that package. A fault in any list fails the
-run with the warehouse exactly as the last good run left it.
+together, and tests load in a second step that runs only when that check passed. What a step
+does at run time is in `sync.py`.
 """
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from dagster import (
     AssetCheckResult,
@@ -20,197 +15,17 @@ from dagster import (
     MaterializeResult,
     multi_asset,
 )
-from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
-from dlt.common.runtime.collector import LogCollector
-from dlt.destinations.exceptions import DatabaseUndefinedRelation
-from dlt.destinations.sql_client import SqlClientBase
-from dlt.pipeline.pipeline import Pipeline
 
-from analytics_assets.orchestration.checks import CHECKS, SAMPLE_SIZE, open_warehouse
+from analytics_assets.orchestration.checks import CHECKS
 from analytics_assets.orchestration.resources import AnalyticsDltResource
-from analytics_assets.orchestration.translator import AnalyticsTranslator
-from analytics_assets.sources.analytics.pipeline import (
-    analytics_pipeline,
-    exclusive_sync,
-    loader_file_format,
-    tests_pipeline,
-)
-from analytics_assets.sources.analytics.settings import (
-    DATASET_NAME,
-    ORGANIZATIONS,
-    PROJECTS,
-    RESOURCE_NAMES,
-    TESTS,
-    TESTS_SCHEMA_NAME,
-)
+from analytics_assets.orchestration.specs import SPECS
+from analytics_assets.sources.analytics.settings import ORGANIZATIONS, PROJECTS, TESTS
 
 # One dlt load at a time per warehouse: DuckDB takes a single writer (dagster#26848).
 WAREHOUSE_POOL = "analytics_warehouse"
-PROGRESS_LOG_PERIOD_S = 5.0
-# Local state of the tests' pipeline: which Dagster run its pending package was fetched for.
-FETCHED_FOR_RUN = "fetched_for_run"
-
-translator = AnalyticsTranslator()
-
-SPECS = {name: translator.spec_for(name) for name in RESOURCE_NAMES}
-
-Load = Callable[
-    [AssetExecutionContext, AnalyticsDltResource, Sequence[str]], Iterator[MaterializeResult]
-]
 
 
-def _progress(context: AssetExecutionContext) -> LogCollector:
-    """Progress of dlt (rows, pages, files) in the run log every few seconds."""
-    return LogCollector(
-        log_period=PROGRESS_LOG_PERIOD_S, logger=context.log, dump_system_stats=False
-    )
-
-
-def _run_materializes(context: AssetExecutionContext, table: str) -> bool:
-    """Whether this run materializes `table`, in this step or in a later one."""
-    return SPECS[table].key in context.job_def.asset_layer.selected_asset_keys
-
-
-def load_organizations_projects(
-    context: AssetExecutionContext, dlt: AnalyticsDltResource, tables: Sequence[str]
-) -> Iterator[MaterializeResult]:
-    """Fetch tests first when the run loads them, then one dlt run of organizations/projects."""
-    # imported here: dlt's rest_api adds ~0.3 s to every `dagster` start-up that loads defs
-    from analytics_assets.sources.analytics import analytics_source
-    from analytics_assets.sources.analytics.helpers import counting_pages
-
-    if _run_materializes(context, TESTS):
-        fetch_tests(context)
-    pipeline = analytics_pipeline(progress=_progress(context))
-    # A fresh source per run: config is resolved now, and the definition's source stays untouched.
-    with counting_pages(pipeline.collector):
-        results = list(
-            dlt.run(
-                context=context,
-                dlt_source=analytics_source().with_resources(*tables),
-                dlt_pipeline=pipeline,
-                dagster_dlt_translator=translator,
-                loader_file_format=loader_file_format(pipeline),
-            )
-        )
-    # dlt lists transformers (projects) after plain resources; Dagster wants lineage order.
-    yield from _with_row_counts(pipeline, sorted(results, key=_lineage_order))
-
-
-def fetch_tests(context: AssetExecutionContext) -> Pipeline:
-    """Fetch the whole tests list into a pending package of the tests' pipeline, for this run.
-
-    dagster-dlt's `run` drops pending packages before it extracts, so extraction here and the
-    load in `load_tests` use dlt's pipeline directly.
-    """
-    from analytics_assets.sources.analytics import analytics_source
-    from analytics_assets.sources.analytics.helpers import counting_pages
-
-    pipeline = tests_pipeline(progress=_progress(context))
-    pipeline.drop()  # a package left by an earlier run that failed is stale
-    source = analytics_source().with_resources(TESTS).clone(with_name=TESTS_SCHEMA_NAME)
-    with counting_pages(pipeline.collector):
-        # the file format is chosen at extract time: the package keeps it until its load
-        pipeline.extract(source, loader_file_format=loader_file_format(pipeline))
-    pipeline.set_local_state_val(FETCHED_FOR_RUN, context.run.run_id)
-    return pipeline
-
-
-def load_tests(
-    context: AssetExecutionContext, dlt: AnalyticsDltResource, tables: Sequence[str]
-) -> Iterator[MaterializeResult]:
-    """Load the tests fetched by this run's first step; fetch them now if it did not."""
-    from analytics_assets.sources.analytics import analytics_source
-
-    pipeline = tests_pipeline(progress=_progress(context))
-    if not _fetched_for(pipeline, context.run.run_id):
-        pipeline = fetch_tests(context)
-    # With a pending package and no data, dlt's run normalizes and loads just that package.
-    load_info = pipeline.run() if pipeline.has_pending_data else None
-    if load_info is not None:
-        load_info.raise_on_failed_jobs()
-        resource = analytics_source().resources[TESTS]
-        metadata = dlt.extract_resource_metadata(context, resource, load_info, pipeline)
-    else:  # the API served no tests: dlt normalized no rows, so it loaded nothing
-        metadata = {"rows_loaded": 0, "dataset_name": pipeline.dataset_name}
-    result = MaterializeResult(asset_key=SPECS[TESTS].key, metadata=metadata)
-    yield from _with_row_counts(pipeline, [result])
-
-
-def _fetched_for(pipeline: Pipeline, run_id: str) -> bool:
-    """Whether the tests were fetched by this run: a package left by another is never loaded."""
-    try:
-        return pipeline.get_local_state_val(FETCHED_FOR_RUN) == run_id
-    except KeyError:
-        return False
-
-
-def _lineage_order(result: MaterializeResult) -> int:
-    return RESOURCE_NAMES.index(result.asset_key.path[-1])
-
-
-def _with_row_counts(
-    pipeline: Pipeline, results: Sequence[MaterializeResult]
-) -> Iterator[MaterializeResult]:
-    """Each result after removing the table's ghosts, with its row count and ghost report."""
-    trace = pipeline.last_trace
-    load_ids = trace.last_load_info.loads_ids if trace and trace.last_load_info else []
-    served = trace.last_normalize_info.row_counts if trace and trace.last_normalize_info else {}
-    with pipeline.sql_client() as client:
-        for result in results:
-            table = result.asset_key.path[-1]
-            try:
-                ghosts = remove_ghosts(client, table, load_ids, served.get(table, 0))
-                # dagster-dlt's fetch_row_count() raises for a table that received no rows
-                name = client.make_qualified_table_name(table)
-                row_count = client.execute_sql(f"SELECT COUNT(*) FROM {name}")[0][0]
-            except DatabaseUndefinedRelation:  # dlt creates no table for a list never served
-                ghosts, row_count = {}, 0
-            yield result._replace(
-                metadata={**(result.metadata or {}), **_table_metadata(table, row_count), **ghosts}
-            )
-
-
-def _table_metadata(table: str, row_count: int) -> TableMetadataSet:
-    return TableMetadataSet(row_count=row_count, table_name=f"{DATASET_NAME}.{table}")
-
-
-def remove_ghosts(
-    client: SqlClientBase, table: str, load_ids: Sequence[str], served: int
-) -> dict[str, Any]:
-    """Delete rows the API no longer serves: merge alone would keep them forever.
-
-    Every served row was just written with this run's load id; any other row is a ghost. An
-    empty list from an API that had rows looks like an outage, not a deletion: nothing goes.
-    """
-    if not load_ids or served == 0:
-        return {"ghosts_removed": 0, "ghosts_note": "kept all rows: the API served none"}
-    name = client.make_qualified_table_name(table)
-    stale = "_dlt_load_id NOT IN ({})".format(", ".join(f"'{i}'" for i in load_ids))
-    ghosts = client.execute_sql(f"SELECT COUNT(*) FROM {name} WHERE {stale}")[0][0]
-    sample = client.execute_sql(
-        f"SELECT id FROM {name} WHERE {stale} ORDER BY id LIMIT {SAMPLE_SIZE}"
-    )
-    if ghosts:
-        with client.begin_transaction():
-            client.execute_sql(f"DELETE FROM {name} WHERE {stale}")
-    return {"ghosts_removed": ghosts, "sample_ghost_ids": [row[0] for row in sample]}
-
-
-def _check(context: AssetExecutionContext, tables: Sequence[str]) -> Iterator[AssetCheckResult]:
-    """Evaluate the selected checks of these tables against what is in the warehouse now."""
-    selected = context.selected_asset_check_keys
-    checks = [c for t in tables for c in CHECKS[t] if c.spec.key in selected]
-    if not checks:
-        return
-    pipeline = analytics_pipeline()
-    with open_warehouse(pipeline) as warehouse:
-        for check in checks:
-            result = check.evaluate(warehouse)
-            yield result._replace(asset_key=check.spec.asset_key, check_name=check.name)
-
-
-def dlt_step(name: str, tables: Sequence[str], load: Load) -> AssetsDefinition:
+def dlt_step(name: str, tables: Sequence[str]) -> AssetsDefinition:
     """A multi-asset over some tables and their checks; any subset, checks alone included."""
 
     @multi_asset(
@@ -223,17 +38,14 @@ def dlt_step(name: str, tables: Sequence[str], load: Load) -> AssetsDefinition:
     def _step(
         context: AssetExecutionContext, dlt: AnalyticsDltResource
     ) -> Iterator[MaterializeResult | AssetCheckResult]:
-        selected = [t for t in tables if SPECS[t].key in context.selected_asset_keys]
-        with exclusive_sync(context.log.info):
-            if selected:
-                yield from load(context, dlt, selected)
-            yield from _check(context, tables)
+        # imported here: a step needs dlt and dagster-dlt (~0.8 s), loading the definitions not
+        from analytics_assets.orchestration.sync import run_step
+
+        yield from run_step(context, dlt, tables)
 
     return _step
 
 
-organizations_and_projects = dlt_step(
-    "analytics_organizations_projects", (ORGANIZATIONS, PROJECTS), load_organizations_projects
-)
-tests = dlt_step("analytics_tests", (TESTS,), load_tests)
+organizations_and_projects = dlt_step("analytics_organizations_projects", (ORGANIZATIONS, PROJECTS))
+tests = dlt_step("analytics_tests", (TESTS,))
 analytics_assets = [organizations_and_projects, tests]

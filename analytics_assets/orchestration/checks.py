@@ -4,18 +4,22 @@ Every check only reads (SELECTs through dlt's SQL client, so it runs on any SQL 
 returns metadata that explains a failure on its own: counts, up to 10 offending ids, the SQL.
 """
 
+from __future__ import annotations
+
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dlt
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
-from dlt.common.schema.typing import TTableSchemaColumns
 
-from analytics_assets.orchestration.translator import asset_key
+from analytics_assets.orchestration.specs import asset_key
 from analytics_assets.sources.analytics.settings import ORGANIZATIONS, PROJECTS, SCHEMA, TESTS
+
+if TYPE_CHECKING:  # dlt is imported when a check runs, not when the definitions load
+    import dlt
+    from dlt.common.schema.typing import TTableSchemaColumns
 
 SAMPLE_SIZE = 10
 

@@ -1,33 +1,35 @@
-"""The dagster-dlt resource, with two upstream bugs worked around at their source."""
+"""The `dlt` resource of the code location: dagster-dlt's, loaded when a step first uses it."""
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from dagster import AssetExecutionContext, OpExecutionContext
-from dagster._core.definitions.metadata.table import TableSchema
-from dagster_dlt import DagsterDltResource
-from dlt.common.pipeline import LoadInfo
-from dlt.common.schema import Schema
-from dlt.extract.resource import DltResource
-from dlt.pipeline.pipeline import Pipeline
+from dagster import AssetExecutionContext, ConfigurableResource
+
+if TYPE_CHECKING:
+    from analytics_assets.orchestration.sync import PatchedDagsterDltResource
 
 
-class AnalyticsDltResource(DagsterDltResource):
-    """`DagsterDltResource` that survives repeated and empty runs in one process."""
+class AnalyticsDltResource(ConfigurableResource):
+    """`DagsterDltResource` (with two upstream bugs worked around), behind a lazy import.
 
-    def _extract_table_schema_metadata(self, table_name: str, schema: Schema) -> TableSchema:
-        # dagster-dlt pops keys off the live schema's columns (dagster#34052): hand it a copy.
-        return super()._extract_table_schema_metadata(table_name, schema.clone())
+    dagster_dlt imports dlt, ~0.8 s that every load of the definitions would pay otherwise
+    (`dagster dev`, each code-server start, each run's launch); a step pays it once.
+    """
+
+    def dagster_dlt(self) -> "PatchedDagsterDltResource":
+        """The dagster-dlt resource that does the work."""
+        from analytics_assets.orchestration.sync import PatchedDagsterDltResource
+
+        return PatchedDagsterDltResource()
+
+    def run(self, context: AssetExecutionContext, **kwargs: Any) -> Iterator[Any]:
+        """`DagsterDltResource.run`: one dlt run, then a result per selected resource."""
+        return self.dagster_dlt().run(context=context, **kwargs)
 
     def extract_resource_metadata(
-        self,
-        context: OpExecutionContext | AssetExecutionContext,
-        resource: DltResource,
-        load_info: LoadInfo,
-        dlt_pipeline: Pipeline,
+        self, context: AssetExecutionContext, resource: Any, load_info: Any, dlt_pipeline: Any
     ) -> Mapping[str, Any]:
-        """Skip dlt's row counts when nothing was normalized (dagster#33572 raises there)."""
-        trace = dlt_pipeline.last_trace
-        if trace is None or trace.last_normalize_info is None:
-            return {"rows_loaded": 0, "dataset_name": dlt_pipeline.dataset_name}
-        return super().extract_resource_metadata(context, resource, load_info, dlt_pipeline)
+        """`DagsterDltResource.extract_resource_metadata`, for a load run outside `run`."""
+        return self.dagster_dlt().extract_resource_metadata(
+            context, resource, load_info, dlt_pipeline
+        )

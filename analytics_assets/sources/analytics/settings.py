@@ -4,9 +4,12 @@ Constants only: every path, page size, retry number and column type the project 
 here, so that the source, the Dagster layer, the checks and the docs agree.
 """
 
-from typing import Final
+from __future__ import annotations
 
-from dlt.common.schema.typing import TTableSchemaColumns
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:  # constants only: importing dlt here would slow every definitions load
+    from dlt.common.schema.typing import TTableSchemaColumns
 
 SOURCE_NAME: Final = "analytics"
 PIPELINE_NAME: Final = "analytics_assets"
