@@ -1,12 +1,18 @@
 """What a load step does when it runs: dlt and dagster-dlt, imported only once a step starts.
 
-Nothing is written before every list of the run has been fetched: when the run materializes
-tests too, the first step fetches them before it loads anything, into a pending package of the
-tests' own dlt pipeline, and the second step loads that package. A fault in any list fails the
-run with the warehouse exactly as the last good run left it.
+Nothing is written before every list of the run has been fetched. When the run materializes
+tests too, the first step fetches them on a second thread while it fetches organizations and
+projects, into a pending package of the tests' own dlt pipeline; only then does it load
+organizations and projects, and the second step loads the tests' package. A fault in any list
+fails the run with the warehouse exactly as the last good run left it.
+
+So the steps drive dlt's pipeline themselves (extract, then normalize and load what was
+fetched) and take the materialization metadata from dagster-dlt's resource: its `run()`
+extracts and loads in one call, with no point at which to wait for another list.
 """
 
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dagster import (
@@ -24,12 +30,12 @@ from dlt.common.schema import Schema
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
 from dlt.extract.resource import DltResource
+from dlt.extract.source import DltSource
 from dlt.pipeline.pipeline import Pipeline
 
 from analytics_assets.orchestration.checks import CHECKS, SAMPLE_SIZE, open_warehouse
 from analytics_assets.orchestration.resources import AnalyticsDltResource
 from analytics_assets.orchestration.specs import SPECS
-from analytics_assets.orchestration.translator import AnalyticsTranslator
 from analytics_assets.sources.analytics import analytics_source
 from analytics_assets.sources.analytics.helpers import counting_pages
 from analytics_assets.sources.analytics.pipeline import (
@@ -40,7 +46,6 @@ from analytics_assets.sources.analytics.pipeline import (
 )
 from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
-    RESOURCE_NAMES,
     TESTS,
     TESTS_SCHEMA_NAME,
 )
@@ -48,8 +53,6 @@ from analytics_assets.sources.analytics.settings import (
 PROGRESS_LOG_PERIOD_S = 5.0
 # Local state of the tests' pipeline: which Dagster run its pending package was fetched for.
 FETCHED_FOR_RUN = "fetched_for_run"
-
-translator = AnalyticsTranslator()
 
 
 def run_step(
@@ -79,35 +82,43 @@ def _run_materializes(context: AssetExecutionContext, table: str) -> bool:
 def load_organizations_projects(
     context: AssetExecutionContext, dlt: AnalyticsDltResource, tables: Sequence[str]
 ) -> Iterator[MaterializeResult]:
-    """Fetch tests first when the run loads them, then one dlt run of organizations/projects."""
-    if _run_materializes(context, TESTS):
-        fetch_tests(context)
-    pipeline = analytics_pipeline(progress=_progress(context))
-    # A fresh source per run: config is resolved now, and the definition's source stays untouched.
-    with counting_pages(pipeline.collector):
-        results = list(
-            dlt.run(
-                context=context,
-                dlt_source=analytics_source().with_resources(*tables),
-                dlt_pipeline=pipeline,
-                dagster_dlt_translator=translator,
-                loader_file_format=loader_file_format(pipeline),
-            )
-        )
-    # dlt lists transformers (projects) after plain resources; Dagster wants lineage order.
-    yield from _with_row_counts(pipeline, sorted(results, key=_lineage_order))
+    """Fetch every list of the run, then load organizations and projects.
 
-
-def fetch_tests(context: AssetExecutionContext) -> Pipeline:
-    """Fetch the whole tests list into a pending package of the tests' pipeline, for this run.
-
-    dagster-dlt's `run` drops pending packages before it extracts, so extraction here and the
-    load in `load_tests` use dlt's pipeline directly.
+    When the run loads tests too, they are fetched on a second thread meanwhile (the fetch is
+    most of a sync, and it waits on the API, not the CPU); a fault there fails this step
+    before anything is written.
     """
+    # both pipelines are set up here: dlt pipelines must not be created or dropped concurrently
+    tests = _fresh_tests_pipeline(context) if _run_materializes(context, TESTS) else None
+    pipeline = analytics_pipeline(progress=_progress(context))
+    # as dagster-dlt's run does: local state comes back from the destination, a stale package goes
+    pipeline.drop()
+    pipeline.sync_destination()
+    source = analytics_source().with_resources(*tables)
+    file_format = loader_file_format(pipeline)  # imports pyarrow, which two threads must not race
+    with ThreadPoolExecutor(1, thread_name_prefix="analytics-tests-fetch") as pool:
+        fetched = pool.submit(fetch_tests, context, tests) if tests is not None else None
+        with counting_pages(pipeline.collector, tables):
+            pipeline.extract(source, loader_file_format=file_format)
+        if fetched is not None:
+            fetched.result()
+    # synced before the extract, as dlt's run() does; syncing again would drop what was fetched
+    pipeline.config.restore_from_destination = False
+    # dagster-dlt's run() extracts and loads in one call, with no point to wait for the tests
+    yield from _load_fetched(context, dlt, pipeline, source, tables)
+
+
+def _fresh_tests_pipeline(context: AssetExecutionContext) -> Pipeline:
     pipeline = tests_pipeline(progress=_progress(context))
     pipeline.drop()  # a package left by an earlier run that failed is stale
+    return pipeline
+
+
+def fetch_tests(context: AssetExecutionContext, pipeline: Pipeline) -> Pipeline:
+    """Fetch the whole tests list into a pending package of the tests' pipeline, for this run."""
+    pipeline.activate()  # dlt's active pipeline is per thread, and this may run on another one
     source = analytics_source().with_resources(TESTS).clone(with_name=TESTS_SCHEMA_NAME)
-    with counting_pages(pipeline.collector):
+    with counting_pages(pipeline.collector, [TESTS]):
         # the file format is chosen at extract time: the package keeps it until its load
         pipeline.extract(source, loader_file_format=loader_file_format(pipeline))
     pipeline.set_local_state_val(FETCHED_FOR_RUN, context.run.run_id)
@@ -120,17 +131,31 @@ def load_tests(
     """Load the tests fetched by this run's first step; fetch them now if it did not."""
     pipeline = tests_pipeline(progress=_progress(context))
     if not _fetched_for(pipeline, context.run.run_id):
-        pipeline = fetch_tests(context)
+        pipeline = fetch_tests(context, _fresh_tests_pipeline(context))
+    yield from _load_fetched(context, dlt, pipeline, analytics_source(), tables)
+
+
+def _load_fetched(
+    context: AssetExecutionContext,
+    dlt: AnalyticsDltResource,
+    pipeline: Pipeline,
+    source: DltSource,
+    tables: Sequence[str],
+) -> Iterator[MaterializeResult]:
+    """Normalize and load the pipeline's fetched package: a result per table, rows counted."""
     # With a pending package and no data, dlt's run normalizes and loads just that package.
     load_info = pipeline.run() if pipeline.has_pending_data else None
     if load_info is not None:
         load_info.raise_on_failed_jobs()
-        resource = analytics_source().resources[TESTS]
-        metadata = dlt.extract_resource_metadata(context, resource, load_info, pipeline)
-    else:  # the API served no tests: dlt normalized no rows, so it loaded nothing
-        metadata = {"rows_loaded": 0, "dataset_name": pipeline.dataset_name}
-    result = MaterializeResult(asset_key=SPECS[TESTS].key, metadata=metadata)
-    yield from _with_row_counts(pipeline, [result])
+    results = []
+    for table in tables:
+        if load_info is None:  # the API served nothing: dlt normalized no rows, loaded nothing
+            metadata = {"rows_loaded": 0, "dataset_name": pipeline.dataset_name}
+        else:
+            resource = source.resources[table]
+            metadata = dlt.extract_resource_metadata(context, resource, load_info, pipeline)
+        results.append(MaterializeResult(asset_key=SPECS[table].key, metadata=metadata))
+    yield from _with_row_counts(pipeline, results)
 
 
 def _fetched_for(pipeline: Pipeline, run_id: str) -> bool:
@@ -139,10 +164,6 @@ def _fetched_for(pipeline: Pipeline, run_id: str) -> bool:
         return pipeline.get_local_state_val(FETCHED_FOR_RUN) == run_id
     except KeyError:
         return False
-
-
-def _lineage_order(result: MaterializeResult) -> int:
-    return RESOURCE_NAMES.index(result.asset_key.path[-1])
 
 
 def _with_row_counts(

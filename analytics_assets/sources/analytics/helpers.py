@@ -2,11 +2,12 @@
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from itertools import count
 from typing import Any
 
@@ -32,24 +33,28 @@ from analytics_assets.sources.analytics.settings import (
 # Where pages are counted during a sync: dlt's progress collector of the running pipeline. A
 # module-level hook because dlt's page fetches run in worker threads that see no active
 # pipeline; `exclusive_sync` already allows one sync per process at a time.
-_page_counter: Callable[[str], Any] | None = None
+# The collector each resource's pages are counted in: two dlt extracts may run at once (tests
+# are fetched next to organizations and projects), each with its own progress log.
+_page_counters: dict[str, Collector] = {}
 
 
 @contextmanager
-def counting_pages(collector: Collector) -> Iterator[None]:
-    """Count every page fetched during the block in `collector`, as `<resource> pages`."""
-    global _page_counter
-    _page_counter = lambda resource: collector.update(f"{resource} pages")  # noqa: E731
+def counting_pages(collector: Collector, resources: Iterable[str]) -> Iterator[None]:
+    """Count every page of `resources` fetched during the block in `collector`."""
+    names = list(resources)
+    _page_counters.update(dict.fromkeys(names, collector))
     try:
         yield
     finally:
-        _page_counter = None
+        for name in names:
+            _page_counters.pop(name, None)
 
 
 def count_page(resource: str) -> None:
-    """One more page of `resource` in the progress log, when a sync is counting."""
-    if _page_counter is not None:
-        _page_counter(resource)
+    """One more page of `resource` in the progress log (`<resource> pages`), when counted."""
+    collector = _page_counters.get(resource)
+    if collector is not None:
+        collector.update(f"{resource} pages")
 
 
 class ContractViolation(ValueError):
@@ -200,7 +205,8 @@ def build_session(
     The seed's policy (429/500/502/503/504, 3 retries, factor 2) is the default; dlt's standard
     `runtime.request_*` settings override it, and `Retry-After` is honoured up to
     `runtime.request_max_retry_delay`. With `max_connections`, no more requests than that are
-    ever in flight at once, whichever thread sends them: the connection pool blocks.
+    ever in flight at once to a host, whichever thread or session sends them: the shared
+    connection pool blocks.
     """
     attempts = request_max_attempts or _runtime("request_max_attempts", int, REQUEST_MAX_ATTEMPTS)
     factor = request_backoff_factor or _runtime(
@@ -220,10 +226,21 @@ def build_session(
     )
     session = client.session
     if max_connections:
-        adapter = HTTPAdapter(pool_maxsize=max_connections, pool_block=True)
+        adapter = shared_connection_pool(max_connections)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
     return session
+
+
+@cache
+def shared_connection_pool(max_connections: int) -> HTTPAdapter:
+    """The process's blocking connection pool of that size (one per host), for every session.
+
+    Each source builds its own session, and a run fetches tests with one source while it
+    fetches organizations and projects with another: sharing the pool keeps both, together,
+    within `max_connections` requests in flight.
+    """
+    return HTTPAdapter(pool_maxsize=max_connections, pool_block=True)
 
 
 def _runtime(key: str, expected_type: type, default: Any) -> Any:
