@@ -1,6 +1,6 @@
 """The `dlt` resource of the code location: dagster-dlt's, loaded when a step first uses it."""
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dagster import AssetExecutionContext, ConfigurableResource
@@ -22,14 +22,10 @@ class AnalyticsDltResource(ConfigurableResource):
 
         return PatchedDagsterDltResource()
 
-    def run(self, context: AssetExecutionContext, **kwargs: Any) -> Iterator[Any]:
-        """`DagsterDltResource.run`: one dlt run, then a result per selected resource."""
-        return self.dagster_dlt().run(context=context, **kwargs)
-
     def extract_resource_metadata(
         self, context: AssetExecutionContext, resource: Any, load_info: Any, dlt_pipeline: Any
     ) -> Mapping[str, Any]:
-        """`DagsterDltResource.extract_resource_metadata`, for a load run outside `run`."""
+        """dagster-dlt's metadata of one resource's load: rows, jobs, column schema, table."""
         return self.dagster_dlt().extract_resource_metadata(
             context, resource, load_info, dlt_pipeline
         )
