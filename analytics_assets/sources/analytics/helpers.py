@@ -30,11 +30,9 @@ from analytics_assets.sources.analytics.settings import (
     TESTS,
 )
 
-# Where pages are counted during a sync: dlt's progress collector of the running pipeline. A
-# module-level hook because dlt's page fetches run in worker threads that see no active
-# pipeline; `exclusive_sync` already allows one sync per process at a time.
-# The collector each resource's pages are counted in: two dlt extracts may run at once (tests
-# are fetched next to organizations and projects), each with its own progress log.
+# The progress collector each resource's pages are counted in. Module-level because pages are
+# fetched in worker threads that see no active pipeline; per resource because two extracts may
+# run at once (tests beside organizations and projects), each with its own progress log.
 _page_counters: dict[str, Collector] = {}
 
 

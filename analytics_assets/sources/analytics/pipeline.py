@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dlt
-from dlt.common.destination import TDestinationReferenceArg
+from dlt.common.destination import Destination, TDestinationReferenceArg
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.runtime.collector import Collector
 
@@ -17,6 +17,8 @@ from analytics_assets.sources.analytics.settings import (
     PIPELINE_NAME,
     TESTS_PIPELINE_NAME,
 )
+
+DUCKDB = "dlt.destinations.duckdb"
 
 
 def destination_type() -> str:
@@ -32,13 +34,13 @@ def analytics_pipeline(
     Credentials come from dlt's config (`DESTINATION__DUCKDB__CREDENTIALS`, ...). Without any,
     DuckDB writes `analytics_assets.duckdb` in the working directory, whichever pipeline loads.
     """
-    main = _pipeline(PIPELINE_NAME, destination_type())
-    if not is_duckdb(main):
-        return _pipeline(pipeline_name, destination_type(), progress)
-    credentials = main.destination_client().config.credentials
+    destination = Destination.from_reference(destination_type())
+    if destination.destination_type != DUCKDB:
+        return _pipeline(pipeline_name, destination, progress)
+    # the main pipeline resolves the DuckDB file: by default it is named after that pipeline
+    credentials = _pipeline(PIPELINE_NAME, destination).destination_client().config.credentials
     # keys the user sets under destination.duckdb.credentials.global_config win
     credentials.global_config = {**DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
-    # dlt names a default DuckDB file after the pipeline: the tests' pipeline uses the main one's
     return _pipeline(pipeline_name, dlt.destinations.duckdb(credentials=credentials), progress)
 
 
@@ -64,7 +66,7 @@ def tests_pipeline(progress: Collector | str | None = None) -> dlt.Pipeline:
 
 def is_duckdb(pipeline: dlt.Pipeline) -> bool:
     """DuckDB takes one writer process at a time, and keeps its data in a local file."""
-    return pipeline.destination.destination_type == "dlt.destinations.duckdb"
+    return pipeline.destination.destination_type == DUCKDB
 
 
 def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
