@@ -3,6 +3,8 @@
 from pathlib import Path
 
 from analytics_assets.sample_api import SampleApiServer
+from analytics_assets.sources.analytics.helpers import arrow_batches, conform_to
+from analytics_assets.sources.analytics.settings import SCHEMA
 from analytics_assets_tests.conftest import query, run_sync
 from analytics_assets_tests.test_http import failure_message
 
@@ -82,3 +84,53 @@ def test_a_bad_timestamp_is_named(env: SampleApiServer) -> None:
     result = run_sync("projects", raise_on_error=False)
 
     assert "field `created` must be an ISO-8601 timestamp" in failure_message(result)
+
+
+def test_unlisted_test_fields_are_kept_as_text(env: SampleApiServer, warehouse: Path) -> None:
+    # tests come as Arrow tables: the same contract as the rows of the other lists
+    first, second = env.account.tests[:2]
+    first.update(priority=1, labels=["smoke"], owner={"team": "perf"})
+    second.update(priority="high")
+
+    assert run_sync("tests").success
+    env.account.tests[2]["region"] = "eu"
+    assert run_sync("tests").success
+
+    types = column_types(warehouse, "tests")
+    assert {types[c] for c in ("priority", "labels", "owner", "region")} == {"VARCHAR"}
+    assert types["test_run_ids"] == "JSON"
+    assert not [c for c in types if "__v_" in c]
+    ids = f"({first['id']}, {second['id']}, {env.account.tests[2]['id']})"
+    rows = query(
+        warehouse,
+        f"SELECT priority, labels, owner, region FROM analytics.tests WHERE id IN {ids} "
+        "ORDER BY id",
+    )
+    assert rows == [
+        ("1", '["smoke"]', '{"team": "perf"}', None),
+        ("high", None, None, None),
+        (None, None, None, "eu"),
+    ]
+
+
+def test_arrow_batches_hold_the_seed_types_and_dlt_row_columns() -> None:
+    columns = SCHEMA["tests"]
+    conform = conform_to("tests", columns)
+    pages = [
+        [conform({"id": 1, "created": "2024-01-01T00:00:00", "test_run_ids": [1, 2]})],
+        [conform({"id": 2, "flavour": "x"}), conform({"id": 3, "test_run_ids": []})],
+        [conform({"id": 4, "user_id": 7})],
+    ]
+
+    batches = list(arrow_batches(pages, columns, load_id="42", rows=3))
+
+    assert [b.num_rows for b in batches] == [3, 1]
+    first = batches[0]
+    assert first.schema.field("id").type == "int64" and not first.schema.field("id").nullable
+    assert str(first.schema.field("created").type) == "timestamp[us, tz=UTC]"
+    assert first.column("test_run_ids").to_pylist() == ["[1,2]", None, "[]"]
+    assert first.column("flavour").to_pylist() == [None, "x", None]
+    assert "flavour" not in batches[1].column_names, "unlisted fields are per batch"
+    assert set(first.column("_dlt_load_id").to_pylist()) == {"42"}
+    dlt_ids = [i for b in batches for i in b.column("_dlt_id").to_pylist()]
+    assert len(set(dlt_ids)) == 4 and all(dlt_ids)

@@ -1,6 +1,7 @@
 """A full sync loads exactly what the API served, with the seed's types, and merges on re-runs."""
 
 import json
+import logging
 from datetime import datetime
 from pathlib import Path
 
@@ -77,6 +78,27 @@ def test_columns_have_the_seed_types_and_nothing_splits(
     assert not [c for c in types if "__v_" in c[1]], "variant columns appeared"
     tables = {t for t, _ in types if not t.startswith("_dlt")}
     assert tables == {"organizations", "projects", "tests"}, "child tables appeared"
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_clean_sync_logs_no_dlt_warnings(env: SampleApiServer) -> None:
+    # a warning in a run's log should mean something: dlt's notice on every Arrow item does not
+    kept = _Kept()
+    logging.getLogger("dlt").addHandler(kept)
+    try:
+        assert run_sync().success
+    finally:
+        logging.getLogger("dlt").removeHandler(kept)
+
+    assert [record.getMessage() for record in kept.records] == []
 
 
 def test_materializations_report_row_counts_and_schema(env: SampleApiServer) -> None:

@@ -1,6 +1,7 @@
 """Pagination, HTTP session and record typing for the analytics source."""
 
 import json
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -9,12 +10,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from itertools import count
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dlt
 from dlt.common.configuration.specs import RuntimeConfiguration
+from dlt.common.json import json as dlt_json
+from dlt.common.normalizers.utils import generate_dlt_ids
 from dlt.common.runtime.collector import Collector
-from dlt.common.schema.typing import TTableSchemaColumns
+from dlt.common.schema.typing import C_DLT_ID, C_DLT_LOAD_ID, TTableSchemaColumns
 from dlt.sources.helpers.requests import Client, Response, Session
 from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
 from requests.adapters import HTTPAdapter
@@ -29,6 +32,9 @@ from analytics_assets.sources.analytics.settings import (
     RETRY_STATUS_CODES,
     TESTS,
 )
+
+if TYPE_CHECKING:
+    import pyarrow
 
 # The progress collector each resource's pages are counted in. Module-level because pages are
 # fetched in worker threads that see no active pipeline; per resource because two extracts may
@@ -346,3 +352,84 @@ def conform_to(table: str, columns: TTableSchemaColumns) -> Callable[[dict[str, 
         return record
 
     return conform
+
+
+# Rows per Arrow table: dlt's fixed work per item stays small, and memory stays flat.
+ARROW_BATCH_ROWS = 2048
+
+
+@cache
+def arrow() -> "Any":
+    """The pyarrow module, on the system memory pool: jemalloc held buffers through the load."""
+    import pyarrow  # here, not at the top: Arrow adds ~0.2 s to an import
+
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    return pyarrow
+
+
+def arrow_batches(
+    pages: Iterable[list[dict[str, Any]]],
+    columns: TTableSchemaColumns,
+    load_id: str,
+    rows: int = ARROW_BATCH_ROWS,
+) -> Iterator["pyarrow.Table"]:
+    """Records already conformed to `columns`, as Arrow tables of about `rows` rows.
+
+    Why: dlt writes Arrow items to parquet as they are extracted, so normalize only moves the
+    files (12k tests: 0.5 s less than normalizing rows). Fields beyond `columns` are text, JSON
+    values travel as JSON text, and each row gets dlt's `_dlt_id` and `_dlt_load_id`, as the
+    row normalizer would add them: ghost removal reads the load id, and the tables keep one shape.
+    """
+    pa = arrow()
+    types = {
+        "text": pa.string(),
+        "bigint": pa.int64(),
+        "bool": pa.bool_(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "json": pa.string(),
+    }
+    fields = [
+        pa.field(name, types[column["data_type"]], nullable=column.get("nullable", True))
+        for name, column in columns.items()
+    ]
+    json_columns = [name for name, column in columns.items() if column["data_type"] == "json"]
+    batch: list[dict[str, Any]] = []
+
+    def table() -> "pyarrow.Table":
+        extra = sorted({name for record in batch for name in record} - columns.keys())
+        schema = pa.schema(fields + [pa.field(name, pa.string()) for name in extra])
+        data = pa.Table.from_pylist(batch, schema=schema)
+        dlt_columns = {
+            C_DLT_LOAD_ID: pa.repeat(pa.scalar(load_id), data.num_rows),
+            C_DLT_ID: pa.array(generate_dlt_ids(data.num_rows), pa.string()),
+        }
+        for name, values in dlt_columns.items():
+            data = data.append_column(pa.field(name, pa.string(), nullable=False), values)
+        return data
+
+    for page in pages:
+        for record in page:
+            for name in json_columns:
+                if record.get(name) is not None:
+                    record[name] = dlt_json.dumps(record[name])
+        batch.extend(page)
+        if len(batch) >= rows:
+            yield table()
+            batch = []
+    if batch:
+        yield table()
+
+
+class DropJsonHintNotice(logging.Filter):
+    """Drops dlt's warning, on every Arrow item of `resource`, that a hint beat the Arrow type.
+
+    The `json` hint is meant to win: JSON columns travel as text and the warehouse parses them.
+    """
+
+    def __init__(self, resource: str) -> None:
+        super().__init__()
+        self.prefix = f"In resource: {resource}, when merging arrow schema with dlt schema"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every other record."""
+        return not record.getMessage().startswith(self.prefix)

@@ -10,6 +10,7 @@ from dlt.common.destination import Destination, TDestinationReferenceArg
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.runtime.collector import Collector
 
+from analytics_assets.sources.analytics.helpers import arrow
 from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
     DEFAULT_DESTINATION,
@@ -82,13 +83,8 @@ def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
         _, formats = caps.loader_file_format_selector(
             caps.preferred_loader_file_format, formats, table_schema={}
         )
-    if "parquet" not in formats:
-        return None
-    import pyarrow  # only where parquet is written: Arrow adds ~0.2 s to an import
-
-    # Arrow's jemalloc pool keeps normalize's buffers, and the load's memory then stacks on them
-    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
-    return "parquet"
+    arrow()  # imported here, before a second thread extracts: two first imports race
+    return "parquet" if "parquet" in formats else None
 
 
 @contextmanager

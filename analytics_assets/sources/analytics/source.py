@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from ipaddress import ip_address
 from typing import Any
@@ -20,8 +21,10 @@ from dlt.sources.rest_api.typing import RESTAPIConfig
 from analytics_assets.sources.analytics.helpers import (
     ApiResponseError,
     ContractViolation,
+    DropJsonHintNotice,
     PagedList,
     SizedPageNumberPaginator,
+    arrow_batches,
     build_session,
     conform_to,
     require_list_at,
@@ -152,12 +155,15 @@ def tests_resource(
 ) -> DltResource:
     """`GET /loadtests/v2/tests`, pages of `page_size`, several in flight; per project if asked.
 
-    The seed's tests endpoint, kept out of the declarative config only because dlt fetches the
-    pages of one endpoint one at a time (12k tests at 32 per page and 30 ms each is 11 s).
+    The seed's tests endpoint, kept out of the declarative config because dlt fetches the pages
+    of one endpoint one at a time (12k tests at 32 per page and 30 ms each is 11 s). The list
+    comes as Arrow tables, which dlt writes as parquet while it extracts; the per-project lists
+    of the k6 dialect stay rows, as each project's list is short.
     """
     profile = dialect_profile(dialect)
     url = f"{base_url}{TESTS_PATH}"
     key = profile["tests_key"]
+    conform = conform_to(TESTS, SCHEMA[TESTS])
     hints: dict[str, Any] = {
         "name": TESTS,
         "table_name": TESTS,
@@ -167,23 +173,31 @@ def tests_resource(
         "max_table_nesting": 0,
     }
     if not profile["tests_per_project"]:
+        logging.getLogger("dlt").addFilter(_JSON_HINT_NOTICE)
 
-        def tests() -> Iterator[list[dict[str, Any]]]:
-            yield from PagedList(session, url, key, page_size, concurrency, auth=auth)
+        def tests() -> Iterator[Any]:
+            pages = PagedList(session, url, key, page_size, concurrency, auth=auth)
+            records = ([conform(record) for record in page] for page in pages)
+            # dlt adds a load id to Arrow items only under a process-wide setting users can change
+            load_id = dlt.current.load_package_state()["load_id"]
+            yield from arrow_batches(records, SCHEMA[TESTS], load_id)
 
-        resource = dlt.resource(tests, **hints)
-    else:
-        if projects is None:
-            raise ValueError("the per-project tests list needs the projects resource")
+        return dlt.resource(tests, **hints)
 
-        def tests_of(items: Any) -> Iterator[list[dict[str, Any]]]:
-            for project in items if isinstance(items, list) else [items]:
-                params = {"project_id": project["id"]}
-                # projects already run in parallel: one page at a time within each project
-                yield from PagedList(session, url, key, page_size, 1, auth=auth, params=params)
+    if projects is None:
+        raise ValueError("the per-project tests list needs the projects resource")
 
-        resource = dlt.transformer(tests_of, data_from=projects, parallelized=True, **hints)
-    return resource.add_map(conform_to(TESTS, SCHEMA[TESTS]))
+    def tests_of(items: Any) -> Iterator[list[dict[str, Any]]]:
+        for project in items if isinstance(items, list) else [items]:
+            params = {"project_id": project["id"]}
+            # projects already run in parallel: one page at a time within each project
+            yield from PagedList(session, url, key, page_size, 1, auth=auth, params=params)
+
+    resource = dlt.transformer(tests_of, data_from=projects, parallelized=True, **hints)
+    return resource.add_map(conform)
+
+
+_JSON_HINT_NOTICE = DropJsonHintNotice(TESTS)
 
 
 # section: config stays under `sources.analytics` although the module is named `source`
