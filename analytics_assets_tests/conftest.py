@@ -5,6 +5,7 @@ developer's secrets.toml) are hidden before anything imports dlt.
 """
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,12 @@ from dagster import (  # noqa: E402
 from analytics_assets.orchestration.assets import analytics_assets  # noqa: E402
 from analytics_assets.orchestration.resources import AnalyticsDltResource  # noqa: E402
 from analytics_assets.sample_api import SampleApiServer, build_account  # noqa: E402
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave no hermetic dlt dir behind in the system's temp dir."""
+    shutil.rmtree(_HERMETIC, ignore_errors=True)
+
 
 # Retries in tests wait milliseconds, not seconds; one test keeps the seed's real defaults.
 FAST_RETRY_ENV = {
