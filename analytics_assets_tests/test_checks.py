@@ -8,7 +8,9 @@ import pytest
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance
 
 from analytics_assets import defs
+from analytics_assets.orchestration.checks import SAMPLE_SIZE, open_warehouse
 from analytics_assets.sample_api import Fault, SampleApiServer
+from analytics_assets.sources.analytics.pipeline import analytics_pipeline
 from analytics_assets_tests.conftest import query, run_sync
 
 
@@ -127,6 +129,27 @@ def test_bad_test_run_ids_are_named_with_a_reason(synced: Path, env: SampleApiSe
         str(b): "non-integer element",
         str(c): "not an array: dict",
     }
+
+
+def test_every_bad_row_is_counted_and_a_sample_named(synced: Path, env: SampleApiServer) -> None:
+    # a check keeps a count and a bounded sample, never the offending rows themselves
+    tamper(synced, "UPDATE analytics.tests SET test_run_ids = '[7, 7]', last_test_run_id = '8'")
+    ids = sorted(t["id"] for t in env.account.tests)
+
+    evaluations = run_checks()
+
+    for name in ("test_run_ids_are_integer_arrays", "last_test_run_id_in_test_run_ids"):
+        metadata = evaluations[("tests", name)].metadata
+        assert metadata["offending_rows"].value == len(ids), name
+        assert metadata["sample_offending_ids"].value == ids[:SAMPLE_SIZE], name
+
+
+def test_rows_are_read_a_chunk_at_a_time_all_in_order(synced: Path, env: SampleApiServer) -> None:
+    with open_warehouse(analytics_pipeline()) as warehouse:
+        sql = f"SELECT id FROM {warehouse.table('tests')} ORDER BY id"
+        ids = [row[0] for row in warehouse.stream(sql, chunk_size=7)]
+
+    assert ids == sorted(t["id"] for t in env.account.tests)
 
 
 def test_last_run_outside_the_run_list_is_named(synced: Path, env: SampleApiServer) -> None:

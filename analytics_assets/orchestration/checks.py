@@ -47,6 +47,12 @@ class Warehouse:
         """Run one SELECT."""
         return [tuple(row) for row in self._sql.execute_sql(sql) or []]
 
+    def stream(self, sql: str, chunk_size: int = 1000) -> Iterator[tuple]:
+        """Run one SELECT and yield its rows a chunk at a time: memory stays flat per table."""
+        with self._sql.execute_query(sql) as cursor:
+            for chunk in cursor.iter_fetch(chunk_size):
+                yield from (tuple(row) for row in chunk)
+
     def count(self, sql: str) -> int:
         """COUNT(*) of a SELECT."""
         return int(self.rows(f"SELECT COUNT(*) FROM ({sql}) AS q")[0][0])
@@ -185,10 +191,10 @@ def test_run_ids_are_integer_arrays() -> Check:
         if wh.columns(TESTS) is None:
             return _missing_table(TESTS)
         sql = _run_ids_sql(wh)
-        bad: list[int] = []
+        rows = offending = 0
         reasons: dict[str, str] = {}
-        rows = wh.rows(sql)
-        for test_id, raw, _ in rows:
+        for test_id, raw, _ in wh.stream(sql):
+            rows += 1
             runs = _as_json(raw)
             if not isinstance(runs, list):
                 reason = f"not an array: {type(runs).__name__}"
@@ -198,14 +204,14 @@ def test_run_ids_are_integer_arrays() -> Check:
                 reason = "duplicate run ids"
             else:
                 continue
-            bad.append(test_id)
+            offending += 1
             if len(reasons) < SAMPLE_SIZE:
                 reasons[str(test_id)] = reason
         return _result(
-            not bad,
-            rows=len(rows),
-            offending_rows=len(bad),
-            sample_offending_ids=bad[:SAMPLE_SIZE],
+            not offending,
+            rows=rows,
+            offending_rows=offending,
+            sample_offending_ids=[int(i) for i in reasons],
             reasons=reasons,
             sql=sql,
         )
@@ -225,21 +231,23 @@ def last_test_run_id_is_a_run() -> Check:
         if wh.columns(TESTS) is None:
             return _missing_table(TESTS)
         sql = _run_ids_sql(wh)
-        bad: dict[str, Any] = {}
-        checked = 0
-        for test_id, raw, last in wh.rows(sql):
+        checked = offending = 0
+        sample: dict[str, Any] = {}
+        for test_id, raw, last in wh.stream(sql):
             if last is None:
                 continue
             checked += 1
             runs = _as_json(raw)
             if not isinstance(runs, list) or str(last) not in {str(r) for r in runs}:
-                bad[str(test_id)] = last
+                offending += 1
+                if len(sample) < SAMPLE_SIZE:
+                    sample[str(test_id)] = last
         return _result(
-            not bad,
+            not offending,
             rows_with_last_run=checked,
-            offending_rows=len(bad),
-            sample_offending_ids=[int(i) for i in list(bad)[:SAMPLE_SIZE]],
-            sample_last_test_run_ids=dict(list(bad.items())[:SAMPLE_SIZE]),
+            offending_rows=offending,
+            sample_offending_ids=[int(i) for i in sample],
+            sample_last_test_run_ids=sample,
             sql=sql,
         )
 
