@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from itertools import count
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import dlt
@@ -359,7 +360,7 @@ ARROW_BATCH_ROWS = 2048
 
 
 @cache
-def arrow() -> "Any":
+def arrow() -> ModuleType:
     """The pyarrow module, on the system memory pool: jemalloc held buffers through the load."""
     import pyarrow  # here, not at the top: Arrow adds ~0.2 s to an import
 
