@@ -37,7 +37,7 @@ from analytics_assets.orchestration.checks import CHECKS, SAMPLE_SIZE, open_ware
 from analytics_assets.orchestration.resources import AnalyticsDltResource
 from analytics_assets.orchestration.specs import SPECS
 from analytics_assets.sources.analytics import analytics_source
-from analytics_assets.sources.analytics.helpers import counting_pages
+from analytics_assets.sources.analytics.helpers import arrow, counting_pages
 from analytics_assets.sources.analytics.pipeline import (
     analytics_pipeline,
     exclusive_sync,
@@ -95,7 +95,8 @@ def load_organizations_projects(
     pipeline.drop()
     pipeline.sync_destination()
     source = analytics_source().with_resources(*tables)
-    file_format = loader_file_format(pipeline)  # imports pyarrow, which two threads must not race
+    file_format = loader_file_format(pipeline)
+    arrow()  # tests arrive as Arrow on the second thread: two first imports of pyarrow race
     with ThreadPoolExecutor(1, thread_name_prefix="analytics-tests-fetch") as pool:
         fetched = pool.submit(fetch_tests, context, tests) if tests is not None else None
         with counting_pages(pipeline.collector, tables):

@@ -83,8 +83,10 @@ def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
         _, formats = caps.loader_file_format_selector(
             caps.preferred_loader_file_format, formats, table_schema={}
         )
-    arrow()  # imported here, before a second thread extracts: two first imports race
-    return "parquet" if "parquet" in formats else None
+    if "parquet" not in formats:
+        return None
+    arrow()  # dlt writes parquet with Arrow: set up its memory pool before the first buffer
+    return "parquet"
 
 
 @contextmanager
