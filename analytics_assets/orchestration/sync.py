@@ -25,7 +25,6 @@ from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 from dagster._core.definitions.metadata.table import TableSchema
 from dagster_dlt import DagsterDltResource
 from dlt.common.pipeline import LoadInfo
-from dlt.common.runtime.collector import LogCollector
 from dlt.common.schema import Schema
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
@@ -37,7 +36,11 @@ from analytics_assets.orchestration.checks import CHECKS, SAMPLE_SIZE, open_ware
 from analytics_assets.orchestration.resources import AnalyticsDltResource
 from analytics_assets.orchestration.specs import SPECS
 from analytics_assets.sources.analytics import analytics_source
-from analytics_assets.sources.analytics.helpers import arrow, counting_pages
+from analytics_assets.sources.analytics.helpers import (
+    ConcurrentLogCollector,
+    arrow,
+    counting_pages,
+)
 from analytics_assets.sources.analytics.pipeline import (
     analytics_pipeline,
     exclusive_sync,
@@ -67,9 +70,9 @@ def run_step(
         yield from _check(context, tables)
 
 
-def _progress(context: AssetExecutionContext) -> LogCollector:
+def _progress(context: AssetExecutionContext) -> ConcurrentLogCollector:
     """Progress of dlt (rows, pages, files) in the run log every few seconds."""
-    return LogCollector(
+    return ConcurrentLogCollector(
         log_period=PROGRESS_LOG_PERIOD_S, logger=context.log, dump_system_stats=False
     )
 
