@@ -1,7 +1,10 @@
 """A deterministic, stdlib-only imitation of the load-testing analytics REST API.
 
 Why: the demo, the tests and the benchmarks need an offline API with real auth, pagination,
-errors and rate limits. Start it in-process with ``SampleApiServer().start()`` or as a process
+errors and rate limits. It serves the seed's bare contract by default (no ``meta.count``, an
+empty page past the end); options add totals, DRF's 404 past the end, a concurrency cap that
+answers 429, injected faults (:class:`Fault`) and lists that change while they are paged
+(:class:`ListChange`). Start it in-process with ``SampleApiServer().start()`` or as a process
 with ``python -m analytics_assets.sample_api`` (console script ``analytics-sample-api``).
 """
 
@@ -15,6 +18,7 @@ from analytics_assets.sample_api.data import (
 )
 from analytics_assets.sample_api.server import (
     Fault,
+    ListChange,
     RequestRecord,
     SampleApiServer,
     main,
@@ -25,6 +29,7 @@ __all__ = [
     "DEMO_TESTS_PER_PROJECT",
     "Account",
     "Fault",
+    "ListChange",
     "RecordList",
     "RequestRecord",
     "SampleApiServer",

@@ -3,6 +3,12 @@
 Why: the demo, the tests (in-process, ephemeral port) and the benchmarks (separate process)
 need an API with real auth, pagination, errors, latency and rate limits that runs offline,
 starts in milliseconds and always gives the same answers.
+
+By default it keeps to the seed's bare contract: page-number pages (``page``, ``page_size``)
+without a total, and an empty page past the end. Options add what a client must also cope
+with: ``meta.count`` (``send_count``), DRF's 404 past the end (``past_end="404"``), a
+concurrency cap answering 429 (``concurrency_cap``), injected errors (:class:`Fault`) and
+lists that change while they are paged (:class:`ListChange`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ _PROJECTS_PATH = re.compile(r"^/v3/organizations/([^/]+)/projects$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _AUTH_SCHEMES = frozenset({"bearer", "token"})
 _BY_ID = itemgetter("id")
+PAST_END_CHOICES = ("empty", "404")
 
 ACCOUNT_SIZES: dict[str, Callable[[], Account]] = {
     "demo": build_account,
@@ -80,6 +87,47 @@ class Fault:
             raise ValueError(f"status must be an HTTP status code, got {self.status}")
         if self.times < 0:
             raise ValueError(f"times must be >= 0, got {self.times}")
+
+
+@dataclass
+class ListChange:
+    """An edit of a paginated list made while a client pages it, to exercise drift detection.
+
+    Why: a real list gains and loses records between two page requests; a client that pages
+    without a snapshot must notice rows that shift across page boundaries.
+
+    The change happens right after the server has built the answer to page ``after_page`` of
+    ``path`` (an exact API path: ``/loadtests/v2/tests`` or ``/v3/organizations/{id}/projects``;
+    the query, e.g. ``project_id``, does not matter), before that answer is sent, so any
+    request handled afterwards sees the changed list. ``delete_id`` removes the record with
+    that id (if present) from the account list the path serves; ``insert`` appends a copy of
+    the record to it (pages are sorted by id, so a small id lands early and shifts later rows
+    forward; the record needs its ``id`` and its parent id, ``organization_id`` or
+    ``project_id``). ``times`` is decremented on the same object each time the change is made.
+    """
+
+    path: str
+    after_page: int = 1
+    delete_id: int | None = None
+    insert: dict[str, Any] | None = None
+    times: int = 1
+
+    def __post_init__(self) -> None:
+        if self.path != TESTS_PATH and _PROJECTS_PATH.match(self.path) is None:
+            raise ValueError(
+                f"path must be {TESTS_PATH} or /v3/organizations/{{id}}/projects, got {self.path!r}"
+            )
+        if self.after_page < 1:
+            raise ValueError(f"after_page must be >= 1, got {self.after_page}")
+        if self.times < 0:
+            raise ValueError(f"times must be >= 0, got {self.times}")
+        if self.delete_id is None and self.insert is None:
+            raise ValueError("a list change needs delete_id or insert")
+        if self.insert is not None:
+            parent = "project_id" if self.path == TESTS_PATH else "organization_id"
+            missing = sorted({"id", parent} - set(self.insert))
+            if missing:
+                raise ValueError(f"insert lacks {missing}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +208,24 @@ class SampleApiServer:
 
     ``port`` is the requested port before :meth:`start` and the bound port after it, so a
     stopped server restarts on the same URL.
+
+    Args:
+        account: The records served; the demo account if None.
+        token: The accepted API token (``Bearer`` or ``Token`` scheme).
+        host: Interface to bind.
+        port: Port to bind; 0 picks a free one.
+        latency: Seconds each API request sleeps before it is answered.
+        max_page_size: Largest accepted ``page_size``; larger ones get 400.
+        tests_key: JSON key of the tests list.
+        send_count: Add ``meta.count``, the list's total, to paginated lists; the seed's
+            contract has none.
+        past_end: A page beyond the last: ``"empty"`` answers 200 with an empty list,
+            ``"404"`` answers 404 ``{"detail": "Invalid page."}`` as Django REST Framework
+            does (page 1 is always valid, even for an empty list).
+        concurrency_cap: If set, an API request that arrives while this many are being
+            handled gets 429 at once, without the latency sleep.
+        cap_retry_after: The ``Retry-After`` seconds of the cap's 429s.
+        verbose: Log every request (and tracebacks of 500s) to stderr.
     """
 
     def __init__(
@@ -171,9 +237,18 @@ class SampleApiServer:
         latency: float = 0.0,
         max_page_size: int = 1000,
         tests_key: str = "tests",
-        send_count: bool = True,
+        send_count: bool = False,
+        past_end: str = "empty",
+        concurrency_cap: int | None = None,
+        cap_retry_after: float = 1.0,
         verbose: bool = False,
     ) -> None:
+        if past_end not in PAST_END_CHOICES:
+            raise ValueError(f"past_end must be one of {PAST_END_CHOICES}, got {past_end!r}")
+        if concurrency_cap is not None and concurrency_cap < 1:
+            raise ValueError(f"concurrency_cap must be >= 1 or None, got {concurrency_cap}")
+        if cap_retry_after < 0:
+            raise ValueError(f"cap_retry_after must be >= 0, got {cap_retry_after}")
         self.account: Account = account if account is not None else build_account()
         self.token = token
         self.host = host
@@ -183,12 +258,20 @@ class SampleApiServer:
         self.tests_key = tests_key
         # `meta.count` on paginated lists; off, the server keeps to the seed's bare contract
         self.send_count = send_count
+        self.past_end = past_end
+        self.concurrency_cap = concurrency_cap
+        self.cap_retry_after = cap_retry_after
         self.verbose = verbose
         self.requests: list[RequestRecord] = []
-        # the most API requests handled at once since the last reset: proves client-side limits
+        # the most API requests the server saw in flight at once since the last reset,
+        # including those the cap rejected: proves client-side limits
         self.max_in_flight = 0
-        self._in_flight = 0
+        # 429s answered by the concurrency cap since the last reset
+        self.throttled = 0
+        self._in_flight = 0  # API requests seen and not yet answered, rejected ones included
+        self._handling = 0  # API requests admitted by the cap and not yet answered
         self._faults: list[Fault] = []
+        self._list_changes: list[ListChange] = []
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._index: _Index | None = None
@@ -265,16 +348,27 @@ class SampleApiServer:
         with self._lock:
             self._faults.clear()
 
+    def add_list_change(self, change: ListChange) -> None:
+        """Queue an edit of a paginated list; every matching change with ``times > 0`` is made."""
+        with self._lock:
+            self._list_changes.append(change)
+
+    def clear_list_changes(self) -> None:
+        """Drop all queued list changes, made or not."""
+        with self._lock:
+            self._list_changes.clear()
+
     def request_count(self, path_prefix: str = "") -> int:
         """Count recorded API requests whose path starts with ``path_prefix``."""
         with self._lock:
             return sum(1 for record in self.requests if record.path.startswith(path_prefix))
 
     def reset_requests(self) -> None:
-        """Empty the request log (in place, so held references see it too)."""
+        """Empty the request log (in place, so held references see it too) and the counters."""
         with self._lock:
             self.requests.clear()
             self.max_in_flight = self._in_flight
+            self.throttled = 0
 
     def invalidate(self) -> None:
         """Forget cached views; needed only after editing record ids or parent ids in place."""
@@ -293,10 +387,11 @@ class SampleApiServer:
             self._connections.discard(connection)
 
     def _current_index(self) -> _Index:
-        account = self.account
-        lists = (account.organizations, account.projects, account.tests)
-        versions = tuple(getattr(records, "version", None) for records in lists)
+        # read the lists under the lock that list changes hold, so a view is all old or all new
         with self._index_lock:
+            account = self.account
+            lists = (account.organizations, account.projects, account.tests)
+            versions = tuple(getattr(records, "version", None) for records in lists)
             key = self._index_key
             if (
                 self._index is not None
@@ -319,6 +414,30 @@ class SampleApiServer:
                     return fault
         return None
 
+    def _apply_list_changes(self, path: str, page: int) -> None:
+        """Make the changes due after ``page`` of ``path``, atomically for other handlers."""
+        with self._lock:
+            due = [
+                c
+                for c in self._list_changes
+                if c.times > 0 and (c.path, c.after_page) == (path, page)
+            ]
+            for change in due:
+                change.times -= 1
+        if not due:
+            return
+        with self._index_lock:
+            account = self.account
+            records = account.tests if path == TESTS_PATH else account.projects
+            for change in due:
+                if change.delete_id is not None:
+                    for position, record in enumerate(records):
+                        if record.get("id") == change.delete_id:
+                            del records[position]
+                            break
+                if change.insert is not None:
+                    records.append(dict(change.insert))
+
     def _authorized(self, header: str | None) -> bool:
         if not header:
             return False
@@ -335,10 +454,24 @@ class SampleApiServer:
         with self._lock:
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            cap = self.concurrency_cap
+            rejected = cap is not None and self._handling >= cap
+            if rejected:
+                self.throttled += 1
+            else:
+                self._handling += 1
         try:
-            if self.latency > 0:
-                time.sleep(self.latency)
-            response = self._route(method, path, query, headers.get("Authorization"))
+            if rejected:
+                response = _error(
+                    429,
+                    f"Too many concurrent requests (limit {cap})",
+                    "rate_limited",
+                    (("Retry-After", _format_retry_after(self.cap_retry_after)),),
+                )
+            else:
+                if self.latency > 0:
+                    time.sleep(self.latency)
+                response = self._route(method, path, query, headers.get("Authorization"))
         except _ApiError as exc:
             response = _error(exc.status, exc.message, exc.code)
         except Exception:  # a bug or a malformed test record: answer like a real server would
@@ -350,6 +483,8 @@ class SampleApiServer:
         finally:
             with self._lock:
                 self._in_flight -= 1
+                if not rejected:
+                    self._handling -= 1
         recorded = {name.lower(): value for name, value in headers.items()}
         if "authorization" in recorded:
             scheme = recorded["authorization"].strip().partition(" ")[0]
@@ -398,14 +533,16 @@ class SampleApiServer:
             if org_id not in index.organization_ids:
                 return _error(404, f"Organization {raw_id} not found", "not_found")
             page, page_size = self._page_params(query)
-            return self._page("projects", index.projects_by_org.get(org_id, []), page, page_size)
-
-        page, page_size = self._page_params(query)
-        tests = index.tests
-        if "project_id" in query:
-            project_id = _int_param(query, "project_id")
-            tests = index.tests_by_project.get(project_id, [])
-        return self._page(self.tests_key, tests, page, page_size)
+            key, items = "projects", index.projects_by_org.get(org_id, [])
+        else:
+            page, page_size = self._page_params(query)
+            key, items = self.tests_key, index.tests
+            if "project_id" in query:
+                items = index.tests_by_project.get(_int_param(query, "project_id"), [])
+        response = self._page(key, items, page, page_size)
+        if response.status == 200:
+            self._apply_list_changes(path, page)
+        return response
 
     def _page_params(self, query: dict[str, str]) -> tuple[int, int]:
         page = _int_param(query, "page", 1)
@@ -422,12 +559,14 @@ class SampleApiServer:
 
     def _page(self, key: str, items: list[dict[str, Any]], page: int, page_size: int) -> _Response:
         start = (page - 1) * page_size
+        if page > 1 and start >= len(items) and self.past_end == "404":
+            return _json(404, {"detail": "Invalid page."})  # DRF's PageNumberPagination
         body: dict[str, Any] = {key: items[start : start + page_size]}
         if self.send_count:
             body["meta"] = {"count": len(items)}
         return _json(200, body)
 
-    # -- control endpoints (unauthenticated, unrecorded, never faulted or delayed) ----------
+    # -- control endpoints (unauthenticated, unrecorded, never faulted, delayed or capped) --
 
     def _serve_control(self, method: str, path: str, body: bytes) -> _Response:
         if path == "/_control/stats":
@@ -437,11 +576,14 @@ class SampleApiServer:
                 by_path = Counter(record.path for record in self.requests)
                 total = len(self.requests)
                 max_in_flight = self.max_in_flight
+                throttled = self.throttled
             return _json(
                 200,
                 {
                     "requests": total,
                     "max_in_flight": max_in_flight,
+                    "throttled": throttled,
+                    "concurrency_cap": self.concurrency_cap,
                     "by_path": dict(sorted(by_path.items())),
                 },
             )
@@ -463,8 +605,10 @@ class SampleApiServer:
                 return _error(405, f"Method {method} not allowed", "method_not_allowed")
             with self._lock:
                 self._faults.clear()
+                self._list_changes.clear()
                 self.requests.clear()
                 self.max_in_flight = self._in_flight
+                self.throttled = 0
             return _json(200, {"ok": True})
         return _error(404, f"Not found: {path}", "not_found")
 
@@ -627,19 +771,55 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="analytics-sample-api",
         description="Serve the deterministic sample analytics API until SIGINT/SIGTERM.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
-    parser.add_argument("--token", default=DEFAULT_TOKEN, help="accepted API token")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay per API request")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port to bind, 0 picks a free one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--token", default=DEFAULT_TOKEN, help="accepted API token (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="delay per API request (default: 0)"
+    )
     parser.add_argument(
         "--size",
         choices=sorted(ACCOUNT_SIZES),
         default="demo",
         help="demo: 4 orgs/68 projects/102 tests; bench: 40/900/12000; bench10x: 400/9000/120000",
     )
-    parser.add_argument("--tests-key", default="tests", help="JSON key of the tests list")
     parser.add_argument(
-        "--no-count", action="store_true", help="omit meta.count (the seed's bare contract)"
+        "--tests-key", default="tests", help="JSON key of the tests list (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--count",
+        action="store_true",
+        help="send meta.count, the list's total, on paginated lists; the seed's contract has none",
+    )
+    parser.add_argument(
+        "--past-end",
+        choices=PAST_END_CHOICES,
+        default="empty",
+        help="a page beyond the last: empty answers 200 with an empty list, 404 answers "
+        '404 {"detail": "Invalid page."} as Django REST Framework does (default: %(default)s)',
+    )
+    parser.add_argument(
+        "--concurrency-cap",
+        type=int,
+        metavar="N",
+        help="answer 429 at once to an API request that arrives while N are being handled "
+        "(default: no cap)",
+    )
+    parser.add_argument(
+        "--cap-retry-after",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="Retry-After of the concurrency cap's 429s (default: %(default)s)",
     )
     parser.add_argument(
         "--fault",
@@ -670,6 +850,26 @@ def _write_ready_file(path: str, url: str) -> None:
         raise
 
 
+def _server_from_args(args: argparse.Namespace) -> SampleApiServer:
+    """Build the (unstarted) server the command line asks for; separate so tests can check it."""
+    server = SampleApiServer(
+        account=ACCOUNT_SIZES[args.size](),
+        token=args.token,
+        host=args.host,
+        port=args.port,
+        latency=args.latency_ms / 1000.0,
+        tests_key=args.tests_key,
+        send_count=args.count,
+        past_end=args.past_end,
+        concurrency_cap=args.concurrency_cap,
+        cap_retry_after=args.cap_retry_after,
+        verbose=args.verbose,
+    )
+    for fault in args.fault:
+        server.add_fault(fault)
+    return server
+
+
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -682,18 +882,10 @@ def main(argv: list[str] | None = None) -> None:
     """
     parser = _build_parser()
     args = parser.parse_args(argv)
-    server = SampleApiServer(
-        account=ACCOUNT_SIZES[args.size](),
-        token=args.token,
-        host=args.host,
-        port=args.port,
-        latency=args.latency_ms / 1000.0,
-        tests_key=args.tests_key,
-        send_count=not args.no_count,
-        verbose=args.verbose,
-    )
-    for fault in args.fault:
-        server.add_fault(fault)
+    try:
+        server = _server_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     # Handle SIGINT explicitly too: a shell starts background jobs with SIGINT ignored.
     # Signal handlers can only be installed from the main thread.
