@@ -29,7 +29,8 @@ from dagster import (  # noqa: E402
     materialize,
 )
 
-from analytics_assets.orchestration.assets import analytics_assets  # noqa: E402
+from analytics_assets.orchestration.assets import analytics_tables  # noqa: E402
+from analytics_assets.orchestration.checks import analytics_asset_checks  # noqa: E402
 from analytics_assets.orchestration.resources import AnalyticsDltResource  # noqa: E402
 from analytics_assets.sample_api import SampleApiServer, build_account  # noqa: E402
 
@@ -80,10 +81,13 @@ def point_sync_at(server: SampleApiServer, monkeypatch: pytest.MonkeyPatch) -> S
 def run_sync(
     *tables: str, raise_on_error: bool = True, instance: DagsterInstance | None = None
 ) -> ExecuteInProcessResult:
-    """Materialize the named tables (all when none) in process, as the UI's Materialize does."""
+    """Materialize the named tables (all when none) in process, as the UI's Materialize does.
+
+    Each selected table's checks run too, as they do with every materialization in the UI.
+    """
     selection = [AssetKey(["analytics", t]) for t in tables] if tables else None
     return materialize(
-        analytics_assets,
+        [analytics_tables, *analytics_asset_checks],
         resources={"dlt": AnalyticsDltResource()},
         selection=selection,
         instance=instance or DagsterInstance.ephemeral(),

@@ -63,7 +63,7 @@ def test_change_sensor_runs_once_per_change(env: SampleApiServer) -> None:
     renamed = poll(first.cursor)
     assert isinstance(renamed, SensorResult) and renamed.cursor != first.cursor
 
-    env.account.tests.append({**env.account.tests[-1], "id": 999_001})
+    env.account.tests.append({**env.account.tests[-1], "id": 1})  # sorted first: on page 1
     added = poll(renamed.cursor)
     assert isinstance(added, SensorResult) and added.cursor != renamed.cursor
     assert env.request_count() == 2 * 4
@@ -147,7 +147,7 @@ def test_failure_sensor_names_the_run_and_the_cause(
 
     cause = failure_cause(context)
 
-    assert cause.startswith("analytics_organizations_projects: ")
+    assert cause.startswith("analytics_dlt: ")
     assert "401 Client Error" in cause and env.url in cause
     assert "wrong-token-93af" not in cause
     analytics_failure_sensor(context)  # no webhook configured: logs only, and must not raise

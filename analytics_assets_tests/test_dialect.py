@@ -1,17 +1,11 @@
 """The real service's dialect, one setting away: tests under `k6-tests`, per project, Token auth."""
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from analytics_assets.sample_api import SampleApiServer, build_account
-from analytics_assets.sources.analytics.helpers import (
-    ConcurrentLogCollector,
-    count_page,
-    counting_pages,
-)
 from analytics_assets_tests.conftest import point_sync_at, query, run_sync
 from analytics_assets_tests.test_http import failure_message
 
@@ -43,7 +37,7 @@ def test_the_seed_dialect_against_the_k6_service_names_the_setting(
     result = run_sync("tests", raise_on_error=False)
 
     message = failure_message(result)
-    assert "without a `tests` list (found ['k6-tests', 'meta'])" in message
+    assert "without a `tests` list (found ['k6-tests'])" in message
     assert "SOURCES__ANALYTICS__DIALECT=k6" in message
 
 
@@ -56,16 +50,3 @@ def test_an_unknown_dialect_names_the_choices(
 
     assert "SOURCES__ANALYTICS__DIALECT is 'v6'; choose one of seed, k6" in failure_message(result)
     assert k6_api.request_count() == 0
-
-
-def test_a_page_counted_after_the_progress_step_ended_is_dropped() -> None:
-    # the k6 tests' extract re-reads the parent lists, whose pages may land after the other
-    # extract's collector stopped: that once failed the fetch with a TypeError
-    collector = ConcurrentLogCollector(logger=logging.getLogger("pages"), dump_system_stats=False)
-    with counting_pages(collector, ["projects"]):
-        with collector("Extract"):
-            count_page("projects")
-            assert collector.counters["projects pages"] == 1
-        count_page("projects")
-
-    assert collector.counters is None

@@ -1,51 +1,116 @@
-"""The three analytics tables as Dagster assets, each step one dlt load followed by its checks.
+"""The three analytics tables as Dagster assets: one dlt run per sync, with dagster-dlt.
 
-Two steps, not one: `projects.organization_id_references_organizations` is blocking, and a
-blocking check can only stop assets of *later* steps. So organizations and projects load
-together, and tests load in a second step that runs only when that check passed. What a step
-does at run time is in `sync.py`.
+dlt extracts every selected list before it loads any, so a fault in one list fails the run with
+every table as the last good run left it. The checks are separate steps (`checks.py`).
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from datetime import timedelta
 
 from dagster import (
-    AssetCheckResult,
     AssetExecutionContext,
-    AssetsDefinition,
+    AssetKey,
+    AssetSpec,
+    FreshnessPolicy,
     MaterializeResult,
-    multi_asset,
+    TableColumn,
+    TableSchema,
+)
+from dagster_dlt import DagsterDltTranslator, dlt_assets
+from dagster_dlt.translator import DltResourceTranslatorData
+from dlt.common.runtime.collector import LogCollector
+
+from analytics_assets.orchestration.resources import AnalyticsDltResource
+from analytics_assets.sources.analytics import analytics, analytics_source
+from analytics_assets.sources.analytics.pipeline import (
+    analytics_pipeline,
+    loader_file_format,
+    table_reports,
+    warehouse_lock,
+)
+from analytics_assets.sources.analytics.settings import (
+    DATASET_NAME,
+    DESCRIPTIONS,
+    ORGANIZATIONS,
+    PROJECTS,
+    SCHEMA,
+    TESTS,
 )
 
-from analytics_assets.orchestration.checks import CHECKS
-from analytics_assets.orchestration.resources import AnalyticsDltResource
-from analytics_assets.orchestration.specs import SPECS
-from analytics_assets.sources.analytics.settings import ORGANIZATIONS, PROJECTS, TESTS
-
-# One dlt load at a time per warehouse: DuckDB takes a single writer (dagster#26848).
+GROUP_NAME = "analytics"
+# One warehouse step at a time across hosts where the instance limits this pool (deploy/).
 WAREHOUSE_POOL = "analytics_warehouse"
+# A daily sync: WARN once a table is more than a day old, FAIL after two (with an hour of slack
+# for a slow or retried run).
+FRESHNESS = FreshnessPolicy.time_window(
+    warn_window=timedelta(hours=25), fail_window=timedelta(hours=49)
+)
+# Lineage of the API: projects belong to organizations, tests belong to projects.
+UPSTREAM = {PROJECTS: ORGANIZATIONS, TESTS: PROJECTS}
+PROGRESS_LOG_PERIOD_S = 5.0
 
 
-def dlt_step(name: str, tables: Sequence[str]) -> AssetsDefinition:
-    """A multi-asset over some tables and their checks; any subset, checks alone included."""
-
-    @multi_asset(
-        name=name,
-        specs=[SPECS[t] for t in tables],
-        check_specs=[c.spec for t in tables for c in CHECKS[t]],
-        can_subset=True,
-        pool=WAREHOUSE_POOL,
-    )
-    def _step(
-        context: AssetExecutionContext, dlt: AnalyticsDltResource
-    ) -> Iterator[MaterializeResult | AssetCheckResult]:
-        # imported here: a step needs dlt and dagster-dlt (~0.8 s), loading the definitions not
-        from analytics_assets.orchestration.sync import run_step
-
-        yield from run_step(context, dlt, tables)
-
-    return _step
+def asset_key(table: str) -> AssetKey:
+    """`analytics/<table>`: the key mirrors the warehouse's `<dataset>.<table>`."""
+    return AssetKey([DATASET_NAME, table])
 
 
-organizations_and_projects = dlt_step("analytics_organizations_projects", (ORGANIZATIONS, PROJECTS))
-tests = dlt_step("analytics_tests", (TESTS,))
-analytics_assets = [organizations_and_projects, tests]
+class AnalyticsTranslator(DagsterDltTranslator):
+    """Each table's key, lineage, description, columns and freshness, from the seed's contract."""
+
+    def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
+        """dagster-dlt's spec (kinds `dlt` and the destination), keyed and described our way."""
+        spec = super().get_asset_spec(data)
+        table = data.resource.name
+        columns = [TableColumn(name, hints["data_type"]) for name, hints in SCHEMA[table].items()]
+        return spec.replace_attributes(
+            key=asset_key(table),
+            deps=[asset_key(UPSTREAM[table])] if table in UPSTREAM else [],
+            description=DESCRIPTIONS[table],
+            group_name=GROUP_NAME,
+            freshness_policy=FRESHNESS,
+            metadata={
+                **spec.metadata,
+                "dagster/table_name": f"{DATASET_NAME}.{table}",
+                "dagster/column_schema": TableSchema(columns),
+            },
+        )
+
+
+@dlt_assets(
+    # The specs need only the resources' names; each run builds its own source from the
+    # configured settings, so the code location loads before a token is set.
+    dlt_source=analytics(api_token=""),
+    dlt_pipeline=analytics_pipeline(),
+    name="analytics_dlt",
+    dagster_dlt_translator=AnalyticsTranslator(),
+    pool=WAREHOUSE_POOL,
+)
+def analytics_tables(
+    context: AssetExecutionContext, dlt: AnalyticsDltResource
+) -> Iterator[MaterializeResult]:
+    """One dlt run over the selected tables, then each table's ghosts and row count."""
+    progress = LogCollector(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
+    with warehouse_lock(context.log.info, progress) as pipeline:
+        # a fresh source per run: dagster-dlt's metadata mutates a source's schema (dagster#34052)
+        source = analytics_source()
+        results = list(
+            dlt.run(
+                context=context,
+                dlt_source=source,
+                dlt_pipeline=pipeline,
+                loader_file_format=loader_file_format(pipeline),
+            )
+        )
+        # dagster-dlt's fetch_row_count() raises for a table the API served no rows for
+        reports = table_reports(pipeline, [r.asset_key.path[-1] for r in results])
+    for result in results:
+        table = result.asset_key.path[-1]
+        metadata = {
+            **(result.metadata or {}),
+            # dagster-dlt names the table `<destination>.<schema>.<table>`; a query needs this
+            "dagster/table_name": f"{DATASET_NAME}.{table}",
+            "dagster/row_count": reports[table].row_count,
+            **reports[table].ghosts,
+        }
+        yield result._replace(metadata=metadata)

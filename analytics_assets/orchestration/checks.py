@@ -2,26 +2,38 @@
 
 Every check only reads (SELECTs through dlt's SQL client, so it runs on any SQL destination) and
 returns metadata that explains a failure on its own: counts, up to 10 offending ids, the SQL.
+The checks of a table run together in one step, after the table's materialization and in the
+`analytics_checks` job.
 """
-
-from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
+import dlt
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    MetadataValue,
+    multi_asset_check,
+)
+from dlt.common.schema.typing import TTableSchemaColumns
 
-from analytics_assets.orchestration.specs import asset_key
-from analytics_assets.sources.analytics.settings import ORGANIZATIONS, PROJECTS, SCHEMA, TESTS
-
-if TYPE_CHECKING:  # dlt is imported when a check runs, not when the definitions load
-    import dlt
-    from dlt.common.schema.typing import TTableSchemaColumns
-
-SAMPLE_SIZE = 10
+from analytics_assets.orchestration.assets import WAREHOUSE_POOL, asset_key
+from analytics_assets.sources.analytics.pipeline import warehouse_lock
+from analytics_assets.sources.analytics.settings import (
+    ORGANIZATIONS,
+    PROJECTS,
+    RESOURCE_NAMES,
+    SAMPLE_SIZE,
+    SCHEMA,
+    TESTS,
+)
 
 
 class Warehouse:
@@ -339,3 +351,29 @@ CHECKS: dict[str, Sequence[Check]] = {
         last_test_run_id_is_a_run(),
     ),
 }
+
+
+def table_checks(table: str) -> AssetChecksDefinition:
+    """One step for the checks of a table: one warehouse connection, any subset of them."""
+    checks = CHECKS[table]
+
+    @multi_asset_check(
+        specs=[check.spec for check in checks],
+        name=f"{table}_checks",
+        can_subset=True,
+        pool=WAREHOUSE_POOL,
+    )
+    def _checks(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+        selected = [c for c in checks if c.spec.key in context.selected_asset_check_keys]
+        with (
+            warehouse_lock(context.log.info, shared=True) as pipeline,
+            open_warehouse(pipeline) as warehouse,
+        ):
+            for check in selected:
+                result = check.evaluate(warehouse)
+                yield result._replace(asset_key=check.spec.asset_key, check_name=check.name)
+
+    return _checks
+
+
+analytics_asset_checks = [table_checks(table) for table in RESOURCE_NAMES]

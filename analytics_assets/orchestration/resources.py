@@ -1,31 +1,33 @@
-"""The `dlt` resource of the code location: dagster-dlt's, loaded when a step first uses it."""
+"""The `dlt` resource: dagster-dlt's `DagsterDltResource`, with the upstream bugs a sync meets."""
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dagster import AssetExecutionContext, ConfigurableResource
+from dagster import AssetExecutionContext, OpExecutionContext
+from dagster_dlt import DagsterDltResource
+from dlt.common.pipeline import LoadInfo
+from dlt.extract.resource import DltResource
+from dlt.pipeline.pipeline import Pipeline
 
-if TYPE_CHECKING:
-    from analytics_assets.orchestration.sync import PatchedDagsterDltResource
 
-
-class AnalyticsDltResource(ConfigurableResource):
-    """`DagsterDltResource` (with two upstream bugs worked around), behind a lazy import.
-
-    dagster_dlt imports dlt, ~0.8 s that every load of the definitions would pay otherwise
-    (`dagster dev`, each code-server start, each run's launch); a step pays it once.
-    """
-
-    def dagster_dlt(self) -> "PatchedDagsterDltResource":
-        """The dagster-dlt resource that does the work."""
-        from analytics_assets.orchestration.sync import PatchedDagsterDltResource
-
-        return PatchedDagsterDltResource()
+class AnalyticsDltResource(DagsterDltResource):
+    """`DagsterDltResource` that also reports a table the API served no rows for."""
 
     def extract_resource_metadata(
-        self, context: AssetExecutionContext, resource: Any, load_info: Any, dlt_pipeline: Any
+        self,
+        context: OpExecutionContext | AssetExecutionContext,
+        resource: DltResource,
+        load_info: LoadInfo,
+        dlt_pipeline: Pipeline,
     ) -> Mapping[str, Any]:
-        """dagster-dlt's metadata of one resource's load: rows, jobs, column schema, table."""
-        return self.dagster_dlt().extract_resource_metadata(
-            context, resource, load_info, dlt_pipeline
+        """Dlt's load metadata of one table, without the keys that mislead in this project."""
+        trace = dlt_pipeline.last_trace
+        if trace is None or trace.last_normalize_info is None:
+            # dagster#33572: with nothing normalized, the base class raises reading row counts
+            return {"rows_loaded": 0, "dataset_name": dlt_pipeline.dataset_name}
+        metadata = dict(
+            super().extract_resource_metadata(context, resource, load_info, dlt_pipeline)
         )
+        # `first_run` is always true: `run()` drops the local state before every run
+        metadata.pop("first_run", None)
+        return metadata

@@ -2,20 +2,21 @@
 
 from analytics_assets.sources.analytics import analytics_source
 from analytics_assets.sources.analytics.pipeline import (
-    analytics_pipeline,
-    exclusive_sync,
     loader_file_format,
+    table_reports,
+    warehouse_lock,
 )
 
 
 def main() -> None:
-    """Run one full sync and print dlt's load summary."""
-    with exclusive_sync(print):
-        pipeline = analytics_pipeline(progress="log")
-        load_info = pipeline.run(
-            analytics_source(), loader_file_format=loader_file_format(pipeline)
-        )
+    """Run one full sync, as the Dagster assets do, and print dlt's load summary."""
+    with warehouse_lock(print, progress="log") as pipeline:
+        source = analytics_source()
+        load_info = pipeline.run(source, loader_file_format=loader_file_format(pipeline))
+        reports = table_reports(pipeline, list(source.selected_resources))
     print(load_info)  # noqa: T201
+    for table, report in reports.items():
+        print(f"{table}: {report}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -2,11 +2,9 @@
 
 import json
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -18,7 +16,6 @@ import dlt
 from dlt.common.configuration.specs import RuntimeConfiguration
 from dlt.common.json import json as dlt_json
 from dlt.common.normalizers.utils import generate_dlt_ids
-from dlt.common.runtime.collector import Collector, LogCollector
 from dlt.common.schema.typing import C_DLT_ID, C_DLT_LOAD_ID, TTableSchemaColumns
 from dlt.sources.helpers.requests import Client, Response, Session
 from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
@@ -32,62 +29,19 @@ from analytics_assets.sources.analytics.settings import (
     REQUEST_BACKOFF_FACTOR,
     REQUEST_MAX_ATTEMPTS,
     RETRY_STATUS_CODES,
-    TESTS,
 )
 
 if TYPE_CHECKING:
     import pyarrow
 
-# The progress collector each resource's pages are counted in. Module-level because pages are
-# fetched in worker threads that see no active pipeline; per resource because two extracts may
-# run at once (tests beside organizations and projects), each with its own progress log.
-_page_counters: dict[str, Collector] = {}
-
-
-@contextmanager
-def counting_pages(collector: Collector, resources: Iterable[str]) -> Iterator[None]:
-    """Count every page of `resources` fetched during the block in `collector`."""
-    names = list(resources)
-    _page_counters.update(dict.fromkeys(names, collector))
-    try:
-        yield
-    finally:
-        for name in names:
-            _page_counters.pop(name, None)
-
 
 def count_page(resource: str) -> None:
-    """One more page of `resource` in the progress log (`<resource> pages`), when counted."""
-    collector = _page_counters.get(resource)
-    if collector is not None:
-        collector.update(f"{resource} pages")
+    """One more page of `resource` in the run's progress log, next to dlt's rows per resource.
 
-
-class ConcurrentLogCollector(LogCollector):
-    """dlt's log collector, safe to count pages in from fetch threads at any time.
-
-    In the k6 dialect the tests' extract reads organizations and projects again (their parents),
-    and those pages may arrive after dlt has stopped the collector of the other extract: a count
-    between steps is dropped instead of failing the fetch.
+    Called where dlt evaluates the resource (its own threads included), never from our fetch
+    threads: dlt's active pipeline is per thread.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._lock = threading.Lock()
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """Count, while a step runs."""
-        with self._lock:
-            if self.counters is not None:
-                super().update(*args, **kwargs)
-
-    def _start(self, step: str) -> None:
-        with self._lock:
-            super()._start(step)
-
-    def _stop(self) -> None:
-        with self._lock:
-            super()._stop()
+    dlt.current.pipeline().collector.update(f"{resource} pages")
 
 
 class ContractViolation(ValueError):
@@ -182,6 +136,7 @@ class PagedList:
 
     session: Session
     url: str
+    resource: str
     selector: str
     page_size: int
     concurrency: int
@@ -197,11 +152,14 @@ class PagedList:
         params = {**self.params, PAGE_PARAM: page, PAGE_SIZE_PARAM: self.page_size}
         response = self.session.get(self.url, params=params, auth=self.auth)
         response.raise_for_status()
-        items = checked_list(response, self.selector)
-        count_page(TESTS)
-        return items, total_count(response)
+        return checked_list(response, self.selector), total_count(response)
 
     def __iter__(self) -> Iterator[list[Any]]:
+        for page in self._pages():
+            count_page(self.resource)
+            yield page
+
+    def _pages(self) -> Iterator[list[Any]]:
         items, total = self.fetch(1)
         yield items
         if is_last_page(1, items, self.page_size, total):

@@ -1,14 +1,22 @@
-"""The dlt pipeline that loads the analytics source, shared by Dagster and the command line."""
+"""The dlt pipeline that loads the analytics source, shared by Dagster and the command line.
+
+What a sync needs around dlt's own `pipeline.run`: the warehouse (DuckDB with a memory cap by
+default), one sync at a time per host, and the removal of rows the API no longer serves.
+"""
 
 import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import dlt
-from dlt.common.destination import Destination, TDestinationReferenceArg
-from dlt.common.pipeline import get_dlt_pipelines_dir
+from dlt.common.destination import Destination
+from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.common.runtime.collector import Collector
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from dlt.destinations.sql_client import SqlClientBase
 
 from analytics_assets.sources.analytics.helpers import arrow
 from analytics_assets.sources.analytics.settings import (
@@ -16,7 +24,7 @@ from analytics_assets.sources.analytics.settings import (
     DEFAULT_DESTINATION,
     DUCKDB_GLOBAL_CONFIG,
     PIPELINE_NAME,
-    TESTS_PIPELINE_NAME,
+    SAMPLE_SIZE,
 )
 
 DUCKDB = "dlt.destinations.duckdb"
@@ -28,41 +36,34 @@ def destination_type() -> str:
 
 
 def analytics_pipeline(
-    progress: Collector | str | None = None, pipeline_name: str = PIPELINE_NAME
+    progress: Collector | str | None = None, *, read_only: bool = False
 ) -> dlt.Pipeline:
     """A pipeline into the `analytics` dataset of the configured destination.
 
     Credentials come from dlt's config (`DESTINATION__DUCKDB__CREDENTIALS`, ...). Without any,
-    DuckDB writes `analytics_assets.duckdb` in the working directory, whichever pipeline loads.
+    DuckDB writes `analytics_assets.duckdb` in the working directory. A read-only DuckDB
+    pipeline lets several readers (the checks) share the file.
     """
-    destination = Destination.from_reference(destination_type())
-    if destination.destination_type != DUCKDB:
-        return _pipeline(pipeline_name, destination, progress)
-    # the main pipeline resolves the DuckDB file: by default it is named after that pipeline
-    credentials = _pipeline(PIPELINE_NAME, destination).destination_client().config.credentials
-    # keys the user sets under destination.duckdb.credentials.global_config win
-    credentials.global_config = {**DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
-    return _pipeline(pipeline_name, dlt.destinations.duckdb(credentials=credentials), progress)
-
-
-def _pipeline(
-    name: str, destination: TDestinationReferenceArg, progress: Collector | str | None = None
-) -> dlt.Pipeline:
-    return dlt.pipeline(
-        pipeline_name=name, destination=destination, dataset_name=DATASET_NAME, progress=progress
+    pipeline = dlt.pipeline(
+        pipeline_name=PIPELINE_NAME,
+        destination=Destination.from_reference(destination_type()),
+        dataset_name=DATASET_NAME,
+        progress=progress,
     )
-
-
-def tests_pipeline(progress: Collector | str | None = None) -> dlt.Pipeline:
-    """The pipeline that loads `tests`, into the same dataset, from a package fetched earlier.
-
-    Its own pipeline so the fetched tests survive the organizations/projects load in between,
-    as a pending package. Nothing to restore from the destination: every sync is a full one,
-    and a restore would replace the schema the pending package was extracted with.
-    """
-    pipeline = analytics_pipeline(progress, TESTS_PIPELINE_NAME)
-    pipeline.config.restore_from_destination = False
-    return pipeline
+    if not is_duckdb(pipeline):
+        return pipeline
+    # dlt resolves the DuckDB file (by default named after the pipeline); keys the user sets under
+    # destination.duckdb.credentials.global_config win over the memory cap
+    credentials = pipeline.destination_client().config.credentials
+    credentials.global_config = {**DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
+    # DuckDB opens a file that does not exist yet only to create it, read-write
+    credentials.read_only = read_only and os.path.exists(credentials.database)
+    return dlt.pipeline(
+        pipeline_name=PIPELINE_NAME,
+        destination=dlt.destinations.duckdb(credentials=credentials),
+        dataset_name=DATASET_NAME,
+        progress=progress,
+    )
 
 
 def is_duckdb(pipeline: dlt.Pipeline) -> bool:
@@ -90,35 +91,87 @@ def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
 
 
 @contextmanager
-def exclusive_sync(log: Callable[[str], None]) -> Iterator[None]:
-    """Run one sync at a time per dlt pipeline dir and per DuckDB file, across processes.
+def warehouse_lock(
+    log: Callable[[str], None], progress: Collector | str | None = None, *, shared: bool = False
+) -> Iterator[dlt.Pipeline]:
+    """The analytics pipeline, held by one sync at a time on this host (readers may share).
 
-    Two syncs sharing a pipeline dir would wipe each other's local state, and DuckDB admits one
-    writer process at a time. OS file locks rather than only a Dagster pool: a killed process
-    releases them at once, where a pool slot stays claimed until something marks the dead run
-    failed. Other warehouses take concurrent writers and need no warehouse lock.
+    A sync replaces dlt's local pipeline state, and DuckDB admits one writer process at a time
+    (dagster#26848). OS file locks rather than only a Dagster pool: a killed process releases them
+    at once, where a pool slot stays claimed until something marks the dead run failed.
     """
     pipelines_dir = get_dlt_pipelines_dir()
     os.makedirs(pipelines_dir, exist_ok=True)
-    with _flock(os.path.join(pipelines_dir, f"{PIPELINE_NAME}.lock"), "dlt pipeline dir", log):
-        pipeline = analytics_pipeline()
+    lock = os.path.join(pipelines_dir, f"{PIPELINE_NAME}.lock")
+    with _flock(lock, "dlt's pipeline dir", log, shared):
+        pipeline = analytics_pipeline(progress, read_only=shared)
         if not is_duckdb(pipeline):
-            yield
+            yield pipeline
             return
         database = pipeline.destination_client().config.credentials.database
-        with _flock(f"{database}.lock", database, log):
-            yield
+        with _flock(f"{database}.lock", database, log, shared):
+            yield pipeline
 
 
 @contextmanager
-def _flock(path: str, what: str, log: Callable[[str], None]) -> Iterator[None]:
+def _flock(path: str, what: str, log: Callable[[str], None], shared: bool) -> Iterator[None]:
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with open(path, "a") as lock_file:
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_file, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             log(f"Another sync is using {what}; waiting for it to finish.")
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            fcntl.flock(lock_file, mode)
         try:
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class TableReport:
+    """What a sync left in one table: its rows, and the ghosts it removed (with a sample)."""
+
+    row_count: int
+    ghosts: dict[str, Any]
+
+
+def table_reports(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, TableReport]:
+    """After a run: each table's ghosts removed, then its rows counted."""
+    trace = pipeline.last_trace
+    load_info: LoadInfo | None = trace.last_load_info if trace else None
+    load_ids = load_info.loads_ids if load_info else []
+    served = trace.last_normalize_info.row_counts if trace and trace.last_normalize_info else {}
+    reports = {}
+    with pipeline.sql_client() as client:
+        for table in tables:
+            try:
+                ghosts = remove_ghosts(client, table, load_ids, served.get(table, 0))
+                name = client.make_qualified_table_name(table)
+                row_count = client.execute_sql(f"SELECT COUNT(*) FROM {name}")[0][0]
+            except DatabaseUndefinedRelation:  # dlt creates no table for a list never served
+                ghosts, row_count = {}, 0
+            reports[table] = TableReport(row_count, ghosts)
+    return reports
+
+
+def remove_ghosts(
+    client: SqlClientBase, table: str, load_ids: Sequence[str], served: int
+) -> dict[str, Any]:
+    """Delete rows the API no longer serves: merge alone would keep them forever.
+
+    Every served row was just written with this run's load id; any other row is a ghost. An
+    empty list from an API that had rows looks like an outage, not a deletion: nothing goes.
+    """
+    if not load_ids or served == 0:
+        return {"ghosts_removed": 0, "ghosts_note": "kept all rows: the API served none"}
+    name = client.make_qualified_table_name(table)
+    stale = "_dlt_load_id NOT IN ({})".format(", ".join(f"'{i}'" for i in load_ids))
+    ghosts = client.execute_sql(f"SELECT COUNT(*) FROM {name} WHERE {stale}")[0][0]
+    sample = client.execute_sql(
+        f"SELECT id FROM {name} WHERE {stale} ORDER BY id LIMIT {SAMPLE_SIZE}"
+    )
+    if ghosts:
+        with client.begin_transaction():
+            client.execute_sql(f"DELETE FROM {name} WHERE {stale}")
+    return {"ghosts_removed": ghosts, "sample_ghost_ids": [row[0] for row in sample]}

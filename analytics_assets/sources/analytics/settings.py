@@ -13,9 +13,6 @@ if TYPE_CHECKING:  # constants only: importing dlt here would slow every definit
 
 SOURCE_NAME: Final = "analytics"
 PIPELINE_NAME: Final = "analytics_assets"
-# Tests wait in their own pipeline (and dlt schema) between fetch and load; see `tests_pipeline`.
-TESTS_PIPELINE_NAME: Final = "analytics_assets_tests"
-TESTS_SCHEMA_NAME: Final = "analytics_tests"
 # The dataset (a schema in DuckDB/PostgreSQL). The default DuckDB file is named after the
 # pipeline, never after the dataset: `analytics.duckdb` with dataset `analytics` is ambiguous.
 DATASET_NAME: Final = "analytics"
@@ -41,6 +38,9 @@ CONCURRENCY: Final = 4
 RETRY_STATUS_CODES: Final = (429, 500, 502, 503, 504)
 REQUEST_MAX_ATTEMPTS: Final = 4
 REQUEST_BACKOFF_FACTOR: Final = 2.0
+
+# Offending ids named in a check's or a ghost report's metadata, at most.
+SAMPLE_SIZE: Final = 10
 
 ORGANIZATIONS: Final = "organizations"
 PROJECTS: Final = "projects"
