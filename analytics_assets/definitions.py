@@ -1,6 +1,7 @@
 """The code location: assembles the analytics assets, checks, jobs, schedule, sensors, resource."""
 
 from dagster import Definitions, in_process_executor
+from dagster_dlt import DagsterDltResource
 
 from analytics_assets.orchestration.assets import analytics_tables
 from analytics_assets.orchestration.automation import (
@@ -11,7 +12,6 @@ from analytics_assets.orchestration.automation import (
     analytics_sync,
 )
 from analytics_assets.orchestration.checks import analytics_asset_checks
-from analytics_assets.orchestration.resources import AnalyticsDltResource
 
 defs = Definitions(
     assets=[analytics_tables],
@@ -19,7 +19,7 @@ defs = Definitions(
     jobs=[analytics_sync, analytics_checks],
     schedules=[analytics_daily],
     sensors=[analytics_change_sensor, analytics_failure_sensor],
-    resources={"dlt": AnalyticsDltResource()},
+    resources={"dlt": DagsterDltResource()},
     # One sync step and a check step per table: a process per step would add ~1.5 s of imports
     # to each. The multiprocess executor (or a pod per step) works the same; swap it in freely.
     executor=in_process_executor,

@@ -28,10 +28,10 @@ from dagster import (  # noqa: E402
     ExecuteInProcessResult,
     materialize,
 )
+from dagster_dlt import DagsterDltResource  # noqa: E402
 
 from analytics_assets.orchestration.assets import analytics_tables  # noqa: E402
 from analytics_assets.orchestration.checks import analytics_asset_checks  # noqa: E402
-from analytics_assets.orchestration.resources import AnalyticsDltResource  # noqa: E402
 from analytics_assets.sample_api import SampleApiServer, build_account  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def run_sync(
     selection = [AssetKey(["analytics", t]) for t in tables] if tables else None
     return materialize(
         [analytics_tables, *analytics_asset_checks],
-        resources={"dlt": AnalyticsDltResource()},
+        resources={"dlt": DagsterDltResource()},
         selection=selection,
         instance=instance or DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,

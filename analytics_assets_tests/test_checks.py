@@ -6,11 +6,11 @@ from pathlib import Path
 import duckdb
 import pytest
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, asset, materialize
+from dagster_dlt import DagsterDltResource
 
 from analytics_assets import defs
 from analytics_assets.orchestration.assets import analytics_tables
 from analytics_assets.orchestration.checks import analytics_asset_checks, open_warehouse
-from analytics_assets.orchestration.resources import AnalyticsDltResource
 from analytics_assets.sample_api import Fault, SampleApiServer
 from analytics_assets.sources.analytics.pipeline import analytics_pipeline
 from analytics_assets.sources.analytics.settings import SAMPLE_SIZE
@@ -90,7 +90,7 @@ def test_orphaned_projects_fail_the_blocking_check_the_run_and_what_is_downstrea
 
     result = materialize(
         [analytics_tables, *analytics_asset_checks, projects_report],
-        resources={"dlt": AnalyticsDltResource()},
+        resources={"dlt": DagsterDltResource()},
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )

@@ -1,4 +1,8 @@
-"""Two syncs at once queue on the warehouse lock; a sync killed mid-run is repaired by the next."""
+"""The sync under every executor, two syncs at once, and a sync killed mid-run.
+
+Two syncs at once queue on the warehouse lock, whichever executor runs their steps; a sync killed
+mid-run is repaired by the next.
+"""
 
 import os
 import shutil
@@ -9,13 +13,20 @@ import time
 from pathlib import Path
 
 import pytest
+from dagster import DagsterEventType, DagsterInstance
 
-from analytics_assets.sample_api import SampleApiServer, build_account
+from analytics_assets import defs
+from analytics_assets.sample_api import Fault, SampleApiServer, build_account
 from analytics_assets_tests.conftest import query
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = os.path.join(os.path.dirname(sys.executable), "dagster")
 MATERIALIZE = [DAGSTER, "asset", "materialize", "-m", "analytics_assets", "--select", "*"]
+# the same job with a process per step, as a pod per step runs it
+MULTIPROCESS = [
+    *(DAGSTER, "job", "execute", "-m", "analytics_assets_tests.multiprocess_location"),
+    *("-j", "analytics_sync"),
+]
 
 
 @pytest.fixture
@@ -42,9 +53,9 @@ def cli_env(tmp_path: Path, slow_api: SampleApiServer) -> dict[str, str]:
     }
 
 
-def start(env: dict[str, str], log: Path) -> subprocess.Popen:
+def start(env: dict[str, str], log: Path, command: list[str] = MATERIALIZE) -> subprocess.Popen:
     return subprocess.Popen(
-        MATERIALIZE,
+        command,
         cwd=REPO,
         env=env,
         stdout=log.open("w"),
@@ -58,6 +69,87 @@ def assert_exactly_served(warehouse: Path, api: SampleApiServer) -> None:
         served = len(getattr(api.account, table))
         loaded = query(warehouse, f"SELECT COUNT(*), COUNT(DISTINCT id) FROM analytics.{table}")
         assert loaded[0] == (served, served), table
+
+
+def run_outcomes(home: Path) -> list[tuple[bool, int, int]]:
+    """Each run in the instance, oldest first: success, materializations, passed checks."""
+    with DagsterInstance.from_config(str(home)) as instance:
+        outcomes = []
+        for run in reversed(instance.get_runs()):
+            records = instance.get_records_for_run(run.run_id, limit=10_000).records
+            events = [r.event_log_entry.dagster_event for r in records]
+            kinds = [e.event_type for e in events if e is not None]
+            passed = sum(
+                1
+                for e in events
+                if e is not None
+                and e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+                and e.asset_check_evaluation_data.passed
+            )
+            outcomes.append(
+                (
+                    run.is_success,
+                    kinds.count(DagsterEventType.ASSET_MATERIALIZATION),
+                    passed,
+                )
+            )
+        return outcomes
+
+
+@pytest.mark.parametrize("executor", ["in_process", "multiprocess", "asset_materialize"])
+def test_the_sync_is_the_same_under_every_executor(
+    cli_env: dict[str, str], slow_api: SampleApiServer, tmp_path: Path, executor: str
+) -> None:
+    home = Path(cli_env["DAGSTER_HOME"])
+    if executor == "in_process":
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            for name, value in cli_env.items():
+                monkeypatch.setenv(name, value)
+            with DagsterInstance.from_config(str(home)) as instance:
+                job = defs.resolve_job_def("analytics_sync")
+                assert job.execute_in_process(instance=instance, raise_on_error=False).success
+    else:
+        command = MULTIPROCESS if executor == "multiprocess" else MATERIALIZE
+        done = subprocess.run(command, cwd=REPO, env=cli_env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    assert run_outcomes(home) == [(True, 3, 11)]
+    assert_exactly_served(Path(cli_env["DESTINATION__DUCKDB__CREDENTIALS"]), slow_api)
+
+
+def test_two_runs_with_a_process_per_step_interleave_safely(
+    cli_env: dict[str, str], slow_api: SampleApiServer, tmp_path: Path
+) -> None:
+    # each step is its own process: the second run's sync may start between the first run's
+    # sync and its checks, and the checks of one table may read while another's wait
+    first = start(cli_env, tmp_path / "first.log", MULTIPROCESS)
+    time.sleep(0.5)
+    second = start(cli_env, tmp_path / "second.log", MULTIPROCESS)
+
+    codes = first.wait(timeout=240), second.wait(timeout=240)
+
+    logs = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
+    assert codes == (0, 0), logs[-3000:]
+    assert "Another sync is using" in logs, "the runs never overlapped"
+    assert run_outcomes(Path(cli_env["DAGSTER_HOME"])) == [(True, 3, 11), (True, 3, 11)]
+    assert_exactly_served(Path(cli_env["DESTINATION__DUCKDB__CREDENTIALS"]), slow_api)
+
+
+def test_a_run_that_fails_beside_another_writes_nothing(
+    cli_env: dict[str, str], slow_api: SampleApiServer, tmp_path: Path
+) -> None:
+    # the first run to list tests meets an outage beyond the retry budget; the other does not
+    slow_api.add_fault(Fault("/loadtests/v2/tests", status=503, times=4))
+    first = start(cli_env, tmp_path / "first.log", MULTIPROCESS)
+    time.sleep(0.5)
+    second = start(cli_env, tmp_path / "second.log", MULTIPROCESS)
+
+    codes = sorted((first.wait(timeout=240), second.wait(timeout=240)))
+
+    assert codes[0] == 0 and codes[1] != 0
+    outcomes = run_outcomes(Path(cli_env["DAGSTER_HOME"]))
+    assert sorted(outcomes) == [(False, 0, 0), (True, 3, 11)], "a failed run materialized"
+    assert_exactly_served(Path(cli_env["DESTINATION__DUCKDB__CREDENTIALS"]), slow_api)
 
 
 def test_two_syncs_at_once_queue_instead_of_failing(

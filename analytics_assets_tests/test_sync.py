@@ -187,3 +187,16 @@ def test_progress_is_logged_per_resource(env: SampleApiServer) -> None:
     tests_pages = -(-len(env.account.tests) // 32)
     assert any(f"tests pages: {tests_pages}" in m for m in messages), "no pages per resource"
     assert any("projects pages: " in m for m in messages)
+
+
+def test_lists_served_empty_sync_again_and_again(env: SampleApiServer, warehouse: Path) -> None:
+    # dagster-dlt's metadata once raised on a run that normalized nothing (dagster#33572)
+    env.account.tests.clear()
+    env.account.organizations.clear()
+
+    for tables in (("tests",), ("tests",), ("organizations",), ()):
+        result = run_sync(*tables)
+        assert result.success, tables
+        for event in result.get_asset_materialization_events():
+            metadata = event.step_materialization_data.materialization.metadata
+            assert "first_run" not in metadata

@@ -16,11 +16,10 @@ from dagster import (
     TableColumn,
     TableSchema,
 )
-from dagster_dlt import DagsterDltTranslator, dlt_assets
+from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.common.runtime.collector import LogCollector
 
-from analytics_assets.orchestration.resources import AnalyticsDltResource
 from analytics_assets.sources.analytics import analytics, analytics_source
 from analytics_assets.sources.analytics.pipeline import (
     analytics_pipeline,
@@ -87,7 +86,7 @@ class AnalyticsTranslator(DagsterDltTranslator):
     pool=WAREHOUSE_POOL,
 )
 def analytics_tables(
-    context: AssetExecutionContext, dlt: AnalyticsDltResource
+    context: AssetExecutionContext, dlt: DagsterDltResource
 ) -> Iterator[MaterializeResult]:
     """One dlt run over the selected tables, then each table's ghosts and row count."""
     progress = LogCollector(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
@@ -107,7 +106,8 @@ def analytics_tables(
     for result in results:
         table = result.asset_key.path[-1]
         metadata = {
-            **(result.metadata or {}),
+            # `first_run` is always true: dagster-dlt drops the local state before every run
+            **{k: v for k, v in (result.metadata or {}).items() if k != "first_run"},
             # dagster-dlt names the table `<destination>.<schema>.<table>`; a query needs this
             "dagster/table_name": f"{DATASET_NAME}.{table}",
             "dagster/row_count": reports[table].row_count,
