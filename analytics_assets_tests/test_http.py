@@ -1,15 +1,18 @@
 """Pagination, retries and auth of the source, over real HTTP against the sample API."""
 
 import itertools
+import json
+import time
 from pathlib import Path
 
 import pytest
 
 from analytics_assets.sample_api import Fault, SampleApiServer, build_account
-from analytics_assets.sources.analytics import MissingApiToken, analytics_source
+from analytics_assets.sources.analytics import MissingApiToken, analytics
 from analytics_assets_tests.conftest import query, run_sync
 
 PAGE = 32
+CONCURRENCY = 4  # the default
 
 
 def failure_message(result) -> str:
@@ -28,11 +31,21 @@ def pages_needed(items: int, with_count: bool) -> int:
     return max(1, -(-items // PAGE)) if with_count else items // PAGE + 1
 
 
+def assert_within_budget(requests: int, items: int, with_count: bool) -> None:
+    """Exactly the fewest pages with a total; without one, up to a window of pages beyond."""
+    fewest = pages_needed(items, with_count)
+    if with_count:
+        assert requests == fewest, (items, requests)
+    else:
+        assert fewest <= requests <= fewest + CONCURRENCY - 1, (items, requests)
+
+
+@pytest.mark.parametrize("past_end", ["empty", "404"])
 @pytest.mark.parametrize("with_count", [True, False], ids=["meta.count", "seed-contract"])
-def test_pagination_boundaries_cost_no_extra_requests(
-    env: SampleApiServer, warehouse: Path, with_count: bool
+def test_projects_lists_load_exactly_within_the_request_budget(
+    env: SampleApiServer, warehouse: Path, with_count: bool, past_end: str
 ) -> None:
-    env.send_count = with_count
+    env.send_count, env.past_end = with_count, past_end
     projects_per_org = {o["id"]: 0 for o in env.account.organizations}
     for project in env.account.projects:
         projects_per_org[project["organization_id"]] += 1
@@ -41,20 +54,20 @@ def test_pagination_boundaries_cost_no_extra_requests(
     assert run_sync().success
 
     for org_id, count in projects_per_org.items():
-        path = f"/v3/organizations/{org_id}/projects"
-        assert env.request_count(path) == pages_needed(count, with_count), count
-    tests = len(env.account.tests)
-    assert env.request_count("/loadtests/v2/tests") == pages_needed(tests, with_count)
+        assert_within_budget(
+            env.request_count(f"/v3/organizations/{org_id}/projects"), count, with_count
+        )
     loaded = query(warehouse, "SELECT COUNT(*), COUNT(DISTINCT id) FROM analytics.projects")[0]
     assert loaded == (len(env.account.projects),) * 2
 
 
+@pytest.mark.parametrize("past_end", ["empty", "404"])
 @pytest.mark.parametrize("with_count", [True, False], ids=["meta.count", "seed-contract"])
-@pytest.mark.parametrize("total", [0, 31, 32, 33, 64, 65, 200])
-def test_tests_list_of_any_length_loads_every_record_once(
-    env: SampleApiServer, warehouse: Path, total: int, with_count: bool
+@pytest.mark.parametrize("total", [0, 1, 31, 32, 33, 64, 65, 200])
+def test_a_tests_list_of_any_length_loads_exactly_within_the_request_budget(
+    env: SampleApiServer, warehouse: Path, total: int, with_count: bool, past_end: str
 ) -> None:
-    env.send_count = with_count
+    env.send_count, env.past_end = with_count, past_end
     env.account.tests[:] = build_account(project_counts=(210,), tests_per_project=(1,)).tests[
         :total
     ]
@@ -69,7 +82,44 @@ def test_tests_list_of_any_length_loads_every_record_once(
         else []
     )
     assert ids == sorted(t["id"] for t in env.account.tests)
-    assert env.request_count("/loadtests/v2/tests") == pages_needed(total, with_count)
+    assert_within_budget(env.request_count("/loadtests/v2/tests"), total, with_count)
+
+
+def test_pages_without_a_total_are_fetched_several_at_a_time(env: SampleApiServer) -> None:
+    env.latency = 0.05
+    env.account.tests[:] = build_account(project_counts=(400,), tests_per_project=(1,)).tests
+
+    assert run_sync("tests").success
+
+    assert env.max_in_flight == CONCURRENCY
+
+
+def test_a_404_on_the_first_page_fails_naming_the_url(env: SampleApiServer) -> None:
+    env.past_end = "404"
+    env.add_fault(Fault("/loadtests/v2/tests", status=404, times=1))
+
+    result = run_sync("tests", raise_on_error=False)
+
+    assert "404 Client Error" in failure_message(result)
+    assert f"{env.url}/loadtests/v2/tests" in failure_message(result)
+
+
+def test_a_page_asked_for_past_the_end_is_no_fault_whatever_it_answers(
+    env: SampleApiServer, warehouse: Path
+) -> None:
+    env.account.tests[:] = build_account(project_counts=(40,), tests_per_project=(1,)).tests
+    # page 2 is short (8 of 40); pages 3 to 5 are asked for ahead of it and are discarded
+    tests, empty = "/loadtests/v2/tests", json.dumps({"tests": []})
+    env.add_fault(Fault(tests, status=503, times=100, query={"page": "3"}))
+    env.add_fault(Fault(tests, status=404, times=100, query={"page": "4"}))
+    env.add_fault(Fault(tests, status=200, times=100, query={"page": "5"}, body=empty))
+
+    assert run_sync("tests").success
+
+    ids = query(warehouse, "SELECT COUNT(*), COUNT(DISTINCT id) FROM analytics.tests")[0]
+    assert ids == (40, 40)
+    asked = [r.query["page"] for r in env.requests if r.path == tests]
+    assert "3" in asked, "nothing was asked for ahead: the test proves nothing"
 
 
 def test_requests_in_flight_never_exceed_the_concurrency(
@@ -88,6 +138,7 @@ def test_requests_in_flight_never_exceed_the_concurrency(
 
 
 def test_429_is_honoured_under_concurrency(env: SampleApiServer, warehouse: Path) -> None:
+    env.send_count = True  # a total makes the page count exact
     env.latency = 0.01
     env.add_fault(Fault("/loadtests/v2/tests", status=429, times=3, retry_after=0.1))
 
@@ -126,6 +177,7 @@ def test_429_with_retry_after_is_retried(env: SampleApiServer, warehouse: Path) 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_5xx_burst_within_the_budget_succeeds(env: SampleApiServer, status: int) -> None:
+    env.send_count = True  # a total makes the page count exact
     env.add_fault(Fault("/loadtests/v2/tests", status=status, times=3))
 
     assert run_sync("tests").success
@@ -188,7 +240,7 @@ def test_missing_token_fails_before_any_request_naming_the_setting(
     monkeypatch.delenv("SOURCES__ANALYTICS__API_TOKEN")
 
     with pytest.raises(MissingApiToken, match="SOURCES__ANALYTICS__API_TOKEN"):
-        analytics_source()
+        analytics()
     result = run_sync(raise_on_error=False)
 
     assert not result.success
@@ -220,3 +272,56 @@ def test_the_seed_retry_policy_is_the_default(
     waits = [later - earlier for earlier, later in itertools.pairwise(times)]
     for wait, expected in zip(waits, (2, 4, 8), strict=True):
         assert expected - 0.05 <= wait < expected + 5, waits
+
+
+def test_two_429s_and_two_5xx_on_one_url_still_succeed(env: SampleApiServer) -> None:
+    # a 429 is the server pacing us: it does not use up the 4 attempts the 5xx may take
+    env.add_fault(Fault("/v3/organizations", status=429, times=2, retry_after=0.05))
+    env.add_fault(Fault("/v3/organizations", status=503, times=2))
+
+    assert run_sync("organizations").success
+
+    assert env.request_count("/v3/organizations") == 5
+
+
+def test_five_5xx_fail_after_four_attempts(env: SampleApiServer) -> None:
+    env.add_fault(Fault("/v3/organizations", status=502, times=5))
+
+    assert not run_sync("organizations", raise_on_error=False).success
+    assert env.request_count("/v3/organizations") == 4
+
+
+def test_a_retry_after_that_never_ends_hits_the_wait_limit(
+    env: SampleApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCES__ANALYTICS__RATE_LIMIT_MAX_WAIT", "0.5")
+    env.add_fault(Fault("/v3/organizations", status=429, times=1000, retry_after=0.1))
+
+    started = time.monotonic()
+    result = run_sync("organizations", raise_on_error=False)
+
+    assert not result.success
+    message = failure_message(result)
+    assert "answered 429 (rate limited)" in message and f"{env.url}/v3/organizations" in message
+    assert "SOURCES__ANALYTICS__RATE_LIMIT_MAX_WAIT=0.5 s" in message
+    assert time.monotonic() - started < 30
+    assert 5 <= env.request_count("/v3/organizations") <= 7
+
+
+def test_concurrency_above_what_the_api_admits_paces_down_and_stays_exact(
+    env: SampleApiServer, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCES__ANALYTICS__CONCURRENCY", "8")
+    env.account = build_account(project_counts=(40,) * 8, tests_per_project=(3,))
+    env.latency, env.concurrency_cap, env.cap_retry_after = 0.02, 3, 0.05
+
+    assert run_sync().success
+
+    for table in ("organizations", "projects", "tests"):
+        loaded = query(warehouse, f"SELECT COUNT(*), COUNT(DISTINCT id) FROM analytics.{table}")
+        assert loaded[0] == (len(getattr(env.account, table)),) * 2, table
+    assert env.max_in_flight <= 8
+    served = env.request_count() - env.throttled
+    assert env.throttled > 0, "the cap was never reached: the test proves nothing"
+    # without pacing, 5 of every 8 requests would meet the cap
+    assert env.throttled < served / 4, (env.throttled, served)

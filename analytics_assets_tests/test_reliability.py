@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from analytics_assets.sample_api import Fault, SampleApiServer
+from analytics_assets.sample_api import Fault, ListChange, SampleApiServer
 from analytics_assets_tests.conftest import query, run_sync
 from analytics_assets_tests.test_http import failure_message, pages_needed
 
@@ -49,6 +49,7 @@ def assert_failed_cleanly(result, warehouse: Path, before: dict, *needles: str) 
 
 
 def test_a_429_storm_with_retry_after_is_ridden_out(env: SampleApiServer, warehouse: Path) -> None:
+    env.send_count = True  # a total makes the page count exact
     env.add_fault(Fault(TESTS_PATH, status=429, times=3, retry_after=0.2))
 
     assert run_sync("tests").success
@@ -196,30 +197,59 @@ def test_nulls_in_every_nullable_field_big_scripts_and_unicode(
     assert script == test["script"] and name == test["name"]
 
 
-def test_ghosts_are_removed_on_a_full_sync(env: SampleApiServer, warehouse: Path) -> None:
+def materialized(result) -> dict[str, dict]:
+    """Each table's materialization metadata, as plain values."""
+    return {
+        e.asset_key.path[-1]: {
+            k: v.value for k, v in e.step_materialization_data.materialization.metadata.items()
+        }
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def loaded_ids(path: Path, table: str) -> set[int]:
+    return {row[0] for row in query(path, f"SELECT id FROM analytics.{table}")}
+
+
+def test_without_a_total_a_ghost_goes_after_two_listings_without_it(
+    env: SampleApiServer, warehouse: Path
+) -> None:
     assert run_sync().success
     gone_project = env.account.projects.pop(5)
     gone_test = env.account.tests.pop(7)
 
+    kept = run_sync()
+
+    assert kept.success
+    assert gone_test["id"] in loaded_ids(warehouse, "tests"), "one listing without it is not enough"
+    report = materialized(kept)["tests"]
+    assert (report["listing"], report["ghosts_removed"]) == ("complete", 0)
+    removed = run_sync()
+    assert loaded_ids(warehouse, "projects") == {p["id"] for p in env.account.projects}
+    assert loaded_ids(warehouse, "tests") == {t["id"] for t in env.account.tests}
+    report = materialized(removed)
+    assert report["tests"]["ghosts_removed"] == 1
+    assert report["tests"]["sample_ghost_ids"] == [gone_test["id"]]
+    assert report["projects"]["sample_ghost_ids"] == [gone_project["id"]]
+
+
+def test_with_a_total_a_ghost_goes_at_once(env: SampleApiServer, warehouse: Path) -> None:
+    env.send_count = True
+    assert run_sync().success
+    gone_test = env.account.tests.pop(7)
+
     result = run_sync()
 
-    assert result.success
-    project_ids = {r[0] for r in query(warehouse, "SELECT id FROM analytics.projects")}
-    test_ids = {r[0] for r in query(warehouse, "SELECT id FROM analytics.tests")}
-    assert project_ids == {p["id"] for p in env.account.projects}
-    assert test_ids == {t["id"] for t in env.account.tests}
-    assert gone_project["id"] not in project_ids and gone_test["id"] not in test_ids
-    removed = {
-        e.asset_key.path[-1]: e.step_materialization_data.materialization.metadata
-        for e in result.get_asset_materialization_events()
-    }
-    assert removed["tests"]["ghosts_removed"].value == 1
-    assert removed["tests"]["sample_ghost_ids"].value == [gone_test["id"]]
+    assert loaded_ids(warehouse, "tests") == {t["id"] for t in env.account.tests}
+    report = materialized(result)["tests"]
+    assert (report["listing"], report["ghosts_removed"]) == ("verified", 1)
+    assert report["sample_ghost_ids"] == [gone_test["id"]]
 
 
 def test_an_empty_list_from_an_api_that_had_rows_is_not_taken_as_deletion(
     env: SampleApiServer, warehouse: Path
 ) -> None:
+    env.send_count = True  # even a total of 0 is no proof: an outage can look like that
     assert run_sync("tests").success
     env.account.tests.clear()
 
@@ -227,10 +257,57 @@ def test_an_empty_list_from_an_api_that_had_rows_is_not_taken_as_deletion(
 
     assert result.success
     assert query(warehouse, "SELECT COUNT(*) FROM analytics.tests")[0][0] > 0
-    (event,) = result.get_asset_materialization_events()
-    metadata = event.step_materialization_data.materialization.metadata
-    assert metadata["ghosts_removed"].value == 0
-    assert "kept" in metadata["ghosts_note"].value
+    report = materialized(result)["tests"]
+    assert (report["listing"], report["rows_served"], report["ghosts_removed"]) == ("empty", 0, 0)
+    assert "kept every row" in report["ghosts_note"]
+
+
+@pytest.mark.parametrize("with_count", [True, False], ids=["meta.count", "seed-contract"])
+def test_a_row_deleted_while_the_list_is_paged_loses_no_live_row(
+    env: SampleApiServer, warehouse: Path, with_count: bool
+) -> None:
+    env.send_count = with_count
+    assert run_sync("tests").success
+    deleted = env.account.tests[0]
+    # every later row shifts one place back: page 2's first row slips onto page 1, unserved
+    env.add_list_change(ListChange(TESTS_PATH, after_page=1, delete_id=deleted["id"]))
+
+    drifted = run_sync("tests")
+
+    assert drifted.success
+    assert loaded_ids(warehouse, "tests") >= {t["id"] for t in env.account.tests}
+    report = materialized(drifted)["tests"]
+    assert report["ghosts_removed"] == 0
+    if with_count:  # the total moved: the run says the list changed
+        assert report["listing"] == "changed while paged"
+        assert "the total went from" in report["ghosts_note"]
+    # the deleted row was served on page 1 before it went: without a total it is a ghost once
+    # two listings did not serve it; with one, the next clean listing proves it gone
+    for _ in range(1 if with_count else 2):
+        assert run_sync("tests").success
+    assert loaded_ids(warehouse, "tests") == {t["id"] for t in env.account.tests}
+
+
+@pytest.mark.parametrize("with_count", [True, False], ids=["meta.count", "seed-contract"])
+def test_a_row_inserted_while_the_list_is_paged_is_loaded_once(
+    env: SampleApiServer, warehouse: Path, with_count: bool
+) -> None:
+    env.send_count = with_count
+    assert run_sync("tests").success
+    inserted = {**env.account.tests[1], "id": 1, "name": "inserted while paged"}
+    # every later row shifts one place on: page 1's last row is served again on page 2
+    env.add_list_change(ListChange(TESTS_PATH, after_page=1, insert=inserted))
+
+    drifted = run_sync("tests")
+
+    assert drifted.success
+    counts = query(warehouse, "SELECT COUNT(*), COUNT(DISTINCT id) FROM analytics.tests")[0]
+    assert counts[0] == counts[1], "a row was loaded twice"
+    report = materialized(drifted)["tests"]
+    assert report["listing"] == "changed while paged"
+    assert "rows served twice" in report["ghosts_note"]
+    assert run_sync("tests").success
+    assert loaded_ids(warehouse, "tests") == {t["id"] for t in env.account.tests}
 
 
 @pytest.mark.parametrize(

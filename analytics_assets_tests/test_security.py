@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from analytics_assets.sample_api import Fault, SampleApiServer, build_account
-from analytics_assets.sources.analytics import InsecureBaseUrl, analytics_source
+from analytics_assets.sources.analytics import InsecureBaseUrl, analytics
 from analytics_assets_tests.conftest import run_sync
 from analytics_assets_tests.test_http import failure_message
 
@@ -89,7 +89,7 @@ def test_plain_http_is_refused_off_loopback(
     monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", url)
 
     with pytest.raises(InsecureBaseUrl, match="SOURCES__ANALYTICS__BASE_URL"):
-        analytics_source()
+        analytics()
     result = run_sync(raise_on_error=False)
 
     assert "https://" in failure_message(result)
@@ -101,7 +101,7 @@ def test_plain_http_is_allowed_on_loopback(
 ) -> None:
     monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", url)
 
-    assert analytics_source() is not None
+    assert analytics() is not None
 
 
 def test_secrets_and_warehouses_are_never_tracked_by_git() -> None:

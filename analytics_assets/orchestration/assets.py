@@ -20,7 +20,7 @@ from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.common.runtime.collector import LogCollector
 
-from analytics_assets.sources.analytics import analytics, analytics_source
+from analytics_assets.sources.analytics import ApiSettings, analytics
 from analytics_assets.sources.analytics.pipeline import (
     analytics_pipeline,
     loader_file_format,
@@ -79,7 +79,7 @@ class AnalyticsTranslator(DagsterDltTranslator):
 @dlt_assets(
     # The specs need only the resources' names; each run builds its own source from the
     # configured settings, so the code location loads before a token is set.
-    dlt_source=analytics(api_token=""),
+    dlt_source=analytics(ApiSettings()),
     dlt_pipeline=analytics_pipeline(),
     name="analytics_dlt",
     dagster_dlt_translator=AnalyticsTranslator(),
@@ -92,7 +92,7 @@ def analytics_tables(
     progress = LogCollector(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
     with warehouse_lock(context.log.info, progress) as pipeline:
         # a fresh source per run: dagster-dlt's metadata mutates a source's schema (dagster#34052)
-        source = analytics_source()
+        source = analytics()
         results = list(
             dlt.run(
                 context=context,
@@ -111,6 +111,6 @@ def analytics_tables(
             # dagster-dlt names the table `<destination>.<schema>.<table>`; a query needs this
             "dagster/table_name": f"{DATASET_NAME}.{table}",
             "dagster/row_count": reports[table].row_count,
-            **reports[table].ghosts,
+            **reports[table].listing,
         }
         yield result._replace(metadata=metadata)

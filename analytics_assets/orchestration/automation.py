@@ -25,11 +25,7 @@ from dagster import (
 )
 
 from analytics_assets.orchestration.assets import GROUP_NAME, analytics_tables
-from analytics_assets.sources.analytics import (
-    InsecureBaseUrl,
-    MissingApiToken,
-    upstream_fingerprint,
-)
+from analytics_assets.sources.analytics import SettingError, upstream_fingerprint
 
 WEBHOOK_SETTING = "alerts.webhook_url"
 WEBHOOK_TIMEOUT_S = 10
@@ -69,7 +65,7 @@ def analytics_change_sensor(context: SensorEvaluationContext) -> SensorResult | 
     """Launch a sync when the API's cheap fingerprint differs from the one in the cursor."""
     try:
         fingerprint = upstream_fingerprint()
-    except (MissingApiToken, InsecureBaseUrl) as e:
+    except SettingError as e:
         return SkipReason(str(e))
     except requests.RequestException as e:
         context.log.warning(f"Analytics API unreachable, poll skipped: {_describe(e)}")

@@ -79,6 +79,15 @@ class Fault:
     # `stall_seconds`, then answer normally (a read timeout for an impatient client).
     kind: str = "status"
     stall_seconds: float = 0.0
+    # Only requests whose query has these values, e.g. {"page": "3"}; any request when None.
+    query: dict[str, str] | None = None
+
+    def matches(self, path: str, query: Mapping[str, str]) -> bool:
+        """Whether this fault answers a request for `path` with `query`."""
+        wanted = self.query or {}
+        return path.startswith(self.path_prefix) and all(
+            query.get(name) == value for name, value in wanted.items()
+        )
 
     def __post_init__(self) -> None:
         if self.kind not in {"status", "reset", "truncate", "stall"}:
@@ -406,10 +415,10 @@ class SampleApiServer:
             self._index_key = (account, lists, versions)
             return self._index
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, query: Mapping[str, str]) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.times > 0 and path.startswith(fault.path_prefix):
+                if fault.times > 0 and fault.matches(path, query):
                     fault.times -= 1
                     return fault
         return None
@@ -497,7 +506,7 @@ class SampleApiServer:
     def _route(
         self, method: str, path: str, query: dict[str, str], authorization: str | None
     ) -> _Response:
-        fault = self._take_fault(path)
+        fault = self._take_fault(path, query)
         if fault is not None and fault.kind == "stall":
             time.sleep(fault.stall_seconds)
         elif fault is not None:

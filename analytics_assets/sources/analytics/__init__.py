@@ -3,57 +3,70 @@
 Plain dlt, runnable without Dagster (`python -m analytics_assets.sources.analytics`). Settings
 come from dlt's config system (environment, `.dlt/config.toml`, `.dlt/secrets.toml`):
 
-- `SOURCES__ANALYTICS__BASE_URL`: the API's base URL (default `https://api.example.com`).
+- `SOURCES__ANALYTICS__BASE_URL`: the API's base URL. Required: the committed placeholder
+  `https://api.example.com` is refused.
 - `SOURCES__ANALYTICS__API_TOKEN` (also `API_TOKEN`, or `api_token` in secrets.toml): the bearer
   token. Required.
 - `SOURCES__ANALYTICS__PAGE_SIZE`: items per page for projects and tests (default 32).
 - `SOURCES__ANALYTICS__CONCURRENCY`: requests in flight at once, at most (default 4).
 - `SOURCES__ANALYTICS__DIALECT`: `seed` (default) or `k6`, the real service's legacy API.
-- `RUNTIME__REQUEST_MAX_ATTEMPTS`, `RUNTIME__REQUEST_BACKOFF_FACTOR`, `RUNTIME__REQUEST_TIMEOUT`:
-  the retry policy (default: 4 attempts, i.e. 3 retries, factor 2).
+- `SOURCES__ANALYTICS__RATE_LIMIT_MAX_WAIT`: seconds one request may wait out 429s (default 600).
+- `RUNTIME__REQUEST_MAX_ATTEMPTS`, `RUNTIME__REQUEST_BACKOFF_FACTOR`, `RUNTIME__REQUEST_TIMEOUT`,
+  `RUNTIME__REQUEST_MAX_RETRY_DELAY`: dlt's retry policy for 5xx and connection errors (default:
+  4 attempts, i.e. the seed's 3 retries, factor 2).
+
+The seed describes a `rest_api_source` config. Its endpoints, selectors, page-number paging,
+bearer auth, retries and merge on `id` are kept; the lists are plain dlt resources because dlt
+fetches the pages of one endpoint one after another (dlt-hub/dlt#2844), 3x slower here.
 """
 
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
 import dlt
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.configuration.exceptions import (
+    ConfigFieldMissingException,
+    ConfigValueCannotBeCoercedException,
+)
 from dlt.common.configuration.inject import with_config
-from dlt.extract.source import DltSource
 from dlt.sources import DltResource
-from dlt.sources.helpers.requests import Session
 from dlt.sources.helpers.rest_client.auth import APIKeyAuth, AuthConfigBase, BearerTokenAuth
-from dlt.sources.rest_api import rest_api_resources
-from dlt.sources.rest_api.typing import RESTAPIConfig
 
-from analytics_assets.sources.analytics.helpers import (
+from analytics_assets.sources.analytics.client import (
+    ApiClient,
     ApiResponseError,
+    Page,
+    RateLimitExceeded,
+    build_session,
+)
+from analytics_assets.sources.analytics.helpers import (
     ContractViolation,
     DropJsonHintNotice,
-    PagedList,
-    SizedPageNumberPaginator,
+    Listing,
     arrow_batches,
-    build_session,
-    conform_to,
-    require_list_at,
 )
 from analytics_assets.sources.analytics.settings import (
     CONCURRENCY,
     DEFAULT_BASE_URL,
     DEFAULT_DIALECT,
     DIALECTS,
+    MAX_CONCURRENCY,
+    MAX_PAGE_SIZE,
     ORGANIZATIONS,
     ORGANIZATIONS_PATH,
-    PAGE_PARAM,
     PAGE_SIZE,
-    PAGE_SIZE_PARAM,
+    PLACEHOLDER_TOKEN,
     PROJECTS,
     PROJECTS_PATH,
+    RATE_LIMIT_MAX_WAIT,
+    REQUEST_BACKOFF_FACTOR,
+    REQUEST_MAX_ATTEMPTS,
     SCHEMA,
     SOURCE_NAME,
     TESTS,
@@ -62,200 +75,163 @@ from analytics_assets.sources.analytics.settings import (
 
 __all__ = [
     "ApiResponseError",
+    "ApiSettings",
     "ContractViolation",
     "InsecureBaseUrl",
     "MissingApiToken",
+    "RateLimitExceeded",
+    "SettingError",
     "analytics",
-    "analytics_source",
-    "rest_api_config",
+    "api_settings",
     "upstream_fingerprint",
 ]
 
 
-class MissingApiToken(ValueError):
-    """No API token is configured; raised before any request is sent."""
+class SettingError(ValueError):
+    """A setting is missing or out of range; raised before any request is sent."""
+
+
+class MissingApiToken(SettingError):
+    """No API token is configured, or only the example's placeholder."""
+
+
+class InsecureBaseUrl(SettingError):
+    """The base URL would send the token in clear text."""
 
 
 API_TOKEN_HELP = (
-    "The analytics API token is not configured. Set SOURCES__ANALYTICS__API_TOKEN (or API_TOKEN) "
-    "in the environment, or `api_token` under [sources.analytics] in .dlt/secrets.toml "
-    "(see .dlt/example.secrets.toml)."
+    "Set SOURCES__ANALYTICS__API_TOKEN (or API_TOKEN) in the environment, or `api_token` under "
+    "[sources.analytics] in .dlt/secrets.toml (see .dlt/example.secrets.toml)."
 )
 
 
-def rest_api_config(
-    base_url: str,
-    api_token: str,
-    page_size: int = PAGE_SIZE,
-    concurrency: int = CONCURRENCY,
-    dialect: str = DEFAULT_DIALECT,
-) -> RESTAPIConfig:
-    """The seed's rest_api config, corrected where dlt 1.31 needs it (see the README).
+@dataclass(frozen=True)
+class ApiSettings:
+    """Everything a sync needs to know about the API, checked once before the first request."""
 
-    `tests` is a plain dlt resource (see `tests_resource`); organizations and projects stay
-    declarative, and the projects of several organizations are fetched in parallel.
-    """
-    profile = dialect_profile(dialect)
-    session = build_session(max_connections=concurrency)
-    auth = api_auth(api_token, profile["auth_scheme"])
+    base_url: str = DEFAULT_BASE_URL
+    api_token: str = field(default="", repr=False)
+    page_size: int = PAGE_SIZE
+    concurrency: int = CONCURRENCY
+    dialect: str = DEFAULT_DIALECT
+    rate_limit_max_wait: float = RATE_LIMIT_MAX_WAIT
+    request_max_attempts: int = REQUEST_MAX_ATTEMPTS
+    request_backoff_factor: float = REQUEST_BACKOFF_FACTOR
+    request_timeout: float = 60.0
+    request_max_retry_delay: float = 300.0
 
-    def resource(name: str, path: str, **endpoint: Any) -> dict[str, Any]:
-        return {
-            "name": name,
-            "endpoint": {
-                "path": path,
-                "data_selector": name,
-                "response_actions": [require_list_at(name)],
-                **endpoint,
-            },
-            "columns": SCHEMA[name],
-            "processing_steps": [{"map": conform_to(name, SCHEMA[name])}],
-        }
+    @property
+    def profile(self) -> dict[str, Any]:
+        """The dialect's differences from the seed: the tests key, per-project lists, auth."""
+        return DIALECTS[self.dialect]
 
-    return {
-        "client": {"base_url": base_url, "auth": auth, "session": session},
-        "resource_defaults": {
-            "primary_key": "id",
-            "write_disposition": "merge",
-            # One row per record: arrays and objects stay JSON columns, never child tables.
-            "max_table_nesting": 0,
-        },
-        "resources": [
-            resource(ORGANIZATIONS, ORGANIZATIONS_PATH, paginator="single_page"),
-            {
-                **resource(
-                    PROJECTS,
-                    PROJECTS_PATH,
-                    params={
-                        "organization_id": {
-                            "type": "resolve",
-                            "resource": ORGANIZATIONS,
-                            "field": "id",
-                        }
-                    },
-                    paginator=SizedPageNumberPaginator(page_size=page_size),
-                ),
-                "parallelized": True,
-            },
-        ],
-    }
+    def auth(self) -> AuthConfigBase:
+        """`Authorization: Bearer <token>` (the seed) or `Token <token>` (the k6 dialect)."""
+        scheme = self.profile["auth_scheme"]
+        if scheme == "Bearer":
+            return BearerTokenAuth(self.api_token)
+        return APIKeyAuth(name="Authorization", api_key=f"{scheme} {self.api_token}")
 
-
-def dialect_profile(dialect: str) -> dict[str, Any]:
-    """The dialect's settings; an unknown name fails naming the setting and the choices."""
-    if dialect not in DIALECTS:
-        raise ValueError(
-            f"SOURCES__ANALYTICS__DIALECT is {dialect!r}; choose one of {', '.join(DIALECTS)}."
+    def client(self) -> ApiClient:
+        """A client with its own session and in-flight limit, for one sync or one poll."""
+        session = build_session(
+            self.concurrency,
+            self.request_max_attempts,
+            self.request_backoff_factor,
+            self.request_timeout,
+            self.request_max_retry_delay,
+            self.rate_limit_max_wait,
         )
-    return DIALECTS[dialect]
+        return ApiClient(session, self.base_url, self.auth(), self.page_size, self.concurrency)
 
 
-def api_auth(api_token: str, scheme: str) -> AuthConfigBase:
-    """`Authorization: Bearer <token>` (the seed) or `Token <token>` (the k6 dialect)."""
-    if scheme == "Bearer":
-        return BearerTokenAuth(api_token)
-    return APIKeyAuth(name="Authorization", api_key=f"{scheme} {api_token}", location="header")
-
-
-def tests_resource(
-    session: Session,
-    base_url: str,
-    auth: AuthConfigBase,
-    page_size: int,
-    concurrency: int,
-    dialect: str = DEFAULT_DIALECT,
-    projects: DltResource | None = None,
-) -> DltResource:
-    """`GET /loadtests/v2/tests`, pages of `page_size`, several in flight; per project if asked.
-
-    The seed's tests endpoint, kept out of the declarative config because dlt fetches the pages
-    of one endpoint one at a time (12k tests at 32 per page and 30 ms each is 11 s). The list
-    comes as Arrow tables, which dlt writes as parquet while it extracts; the per-project lists
-    of the k6 dialect stay rows, as each project's list is short.
-    """
-    profile = dialect_profile(dialect)
-    url = f"{base_url}{TESTS_PATH}"
-    key = profile["tests_key"]
-    conform = conform_to(TESTS, SCHEMA[TESTS])
-    hints: dict[str, Any] = {
-        "name": TESTS,
-        "table_name": TESTS,
-        "primary_key": "id",
-        "write_disposition": "merge",
-        "columns": SCHEMA[TESTS],
-        "max_table_nesting": 0,
-    }
-    if not profile["tests_per_project"]:
-        logging.getLogger("dlt").addFilter(_JSON_HINT_NOTICE)
-
-        def tests() -> Iterator[Any]:
-            pages = PagedList(session, url, TESTS, key, page_size, concurrency, auth=auth)
-            records = ([conform(record) for record in page] for page in pages)
-            # dlt adds a load id to Arrow items only under a process-wide setting users can change
-            load_id = dlt.current.load_package_state()["load_id"]
-            yield from arrow_batches(records, SCHEMA[TESTS], load_id)
-
-        return dlt.resource(tests, **hints)
-
-    if projects is None:
-        raise ValueError("the per-project tests list needs the projects resource")
-
-    def tests_of(items: Any) -> Iterator[list[dict[str, Any]]]:
-        for project in items if isinstance(items, list) else [items]:
-            params = {"project_id": project["id"]}
-            # projects already run in parallel: one page at a time within each project
-            yield from PagedList(session, url, TESTS, key, page_size, 1, auth=auth, params=params)
-
-    resource = dlt.transformer(tests_of, data_from=projects, parallelized=True, **hints)
-    return resource.add_map(conform)
-
-
-_JSON_HINT_NOTICE = DropJsonHintNotice(TESTS)
-
-
-@dlt.source(
-    name=SOURCE_NAME,
-    section=SOURCE_NAME,
-    max_table_nesting=0,
-    schema_contract={"data_type": "freeze"},
-)
-def analytics(
+@with_config(sections=("sources", SOURCE_NAME))
+def _configured(
     base_url: str = DEFAULT_BASE_URL,
     api_token: str = dlt.secrets.value,
     page_size: int = PAGE_SIZE,
     concurrency: int = CONCURRENCY,
     dialect: str = DEFAULT_DIALECT,
-) -> Sequence[DltResource]:
-    """Organizations, their projects, and tests, merged on `id`.
-
-    The `freeze` data-type contract is a backstop: records are typed before dlt sees them, so a
-    variant column (`x__v_bigint`) would mean a bug, and it fails the load instead of appearing.
-
-    Args:
-        base_url: The API's base URL, without a trailing path.
-        api_token: The bearer token. Never logged.
-        page_size: Items per page for the paginated lists.
-        concurrency: Requests in flight at once, at most, across all lists.
-        dialect: "seed" (the spec's contract) or "k6" (the real service's legacy API).
-    """
-    base_url = checked_base_url(base_url)
-    config = rest_api_config(base_url, api_token, page_size, concurrency, dialect)
-    resources = rest_api_resources(config)
-    projects = next(r for r in resources if r.name == PROJECTS)
-    client = config["client"]
-    tests = tests_resource(
-        client["session"], base_url, client["auth"], page_size, concurrency, dialect, projects
-    )
-    return [*resources, tests]
+    rate_limit_max_wait: float = RATE_LIMIT_MAX_WAIT,
+) -> dict[str, Any]:
+    return {k: v for k, v in locals().items()}
 
 
-class InsecureBaseUrl(ValueError):
-    """The base URL would send the token in clear text."""
+def api_settings(**overrides: Any) -> ApiSettings:
+    """The settings from dlt's config, checked; each error names the setting to change."""
+    try:
+        values = {**_configured(), **_runtime_settings(), **overrides}
+    except ConfigFieldMissingException as e:
+        if "api_token" in e.fields:
+            message = f"The analytics API token is not configured. {API_TOKEN_HELP}"
+            raise MissingApiToken(message) from None
+        raise
+    except ConfigValueCannotBeCoercedException as e:
+        raise SettingError(
+            f"{_variable(e.field_name)} is {e.field_value!r}, which is not a {e.hint.__name__}."
+        ) from None
+    settings = ApiSettings(**values)
+    _check(settings)
+    return settings
 
 
-def checked_base_url(base_url: str) -> str:
-    """The base URL without a trailing slash; plain http only on loopback (the sample API)."""
+def _runtime_settings() -> dict[str, Any]:
+    """Dlt's standard `runtime.request_*` settings, with the seed's retry policy as default."""
+    defaults = {
+        "request_max_attempts": REQUEST_MAX_ATTEMPTS,
+        "request_backoff_factor": REQUEST_BACKOFF_FACTOR,
+        "request_timeout": ApiSettings.request_timeout,
+        "request_max_retry_delay": ApiSettings.request_max_retry_delay,
+    }
+    values = {}
+    for name, default in defaults.items():
+        value = dlt.config.get(f"runtime.{name}", type(default))
+        values[name] = default if value is None else value
+    return values
+
+
+def _variable(name: str) -> str:
+    section = "RUNTIME" if name.startswith("request_") else "SOURCES__ANALYTICS"
+    return f"{section}__{name.upper()}"
+
+
+def _check(settings: ApiSettings) -> None:
+    if not settings.api_token.strip() or settings.api_token.strip() == PLACEHOLDER_TOKEN:
+        raise MissingApiToken(
+            "The analytics API token is not configured: it is empty or still the placeholder "
+            f"of .dlt/example.secrets.toml. {API_TOKEN_HELP}"
+        )
+    _check_base_url(settings.base_url)
+    if settings.dialect not in DIALECTS:
+        raise SettingError(
+            f"SOURCES__ANALYTICS__DIALECT is {settings.dialect!r}; choose one of "
+            f"{', '.join(DIALECTS)}."
+        )
+    bounds = {
+        "page_size": (1, MAX_PAGE_SIZE),
+        "concurrency": (1, MAX_CONCURRENCY),
+        "rate_limit_max_wait": (0, None),
+        "request_max_attempts": (1, None),
+        "request_backoff_factor": (0, None),
+        "request_timeout": (0.001, None),
+        "request_max_retry_delay": (0, None),
+    }
+    for name, (low, high) in bounds.items():
+        value = getattr(settings, name)
+        if value < low or (high is not None and value > high):
+            allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise SettingError(f"{_variable(name)} is {value!r}; it must be {allowed}.")
+
+
+def _check_base_url(base_url: str) -> None:
+    """Plain http only on loopback (the sample API); the committed placeholder is refused."""
     parsed = urlsplit(base_url.strip())
+    if base_url.strip().rstrip("/") == DEFAULT_BASE_URL:
+        raise SettingError(
+            f"SOURCES__ANALYTICS__BASE_URL is not configured: it is still the placeholder "
+            f"{DEFAULT_BASE_URL}. Set it to your analytics API's URL (environment, or "
+            "`base_url` under [sources.analytics] in .dlt/config.toml)."
+        )
     if parsed.scheme not in {"http", "https"} or not parsed.hostname:
         raise InsecureBaseUrl(
             f"SOURCES__ANALYTICS__BASE_URL must be an https:// URL, got {base_url!r}."
@@ -266,7 +242,6 @@ def checked_base_url(base_url: str) -> str:
             "travel in clear text. Use https://; plain http is allowed only for loopback hosts "
             "such as the bundled sample API."
         )
-    return base_url.strip().rstrip("/")
 
 
 def _is_loopback(host: str) -> bool:
@@ -278,48 +253,118 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def analytics_source(**overrides: Any) -> DltSource:
-    """A fresh source with config resolved now; a missing token fails here, before any request."""
-    try:
-        return analytics(**overrides)
-    except ConfigFieldMissingException as e:
-        if "api_token" in e.fields:
-            raise MissingApiToken(API_TOKEN_HELP) from None
-        raise
+# One row per record: the seed's arrays and objects stay JSON columns, never child tables.
+HINTS: dict[str, Any] = {
+    "primary_key": "id",
+    "write_disposition": "merge",
+    "max_table_nesting": 0,
+}
 
 
-@with_config(sections=("sources", SOURCE_NAME))
-def _api_settings(
-    base_url: str = DEFAULT_BASE_URL,
-    api_token: str = dlt.secrets.value,
-    page_size: int = PAGE_SIZE,
-    dialect: str = DEFAULT_DIALECT,
-) -> tuple[str, AuthConfigBase, int]:
-    auth = api_auth(api_token, dialect_profile(dialect)["auth_scheme"])
-    return checked_base_url(base_url), auth, page_size
+def organizations_resource(client: ApiClient) -> DltResource:
+    """`GET /v3/organizations`, selector `organizations`: one page, the whole list."""
+    listing = Listing(ORGANIZATIONS)
+
+    def organizations() -> Iterator[list[dict[str, Any]]]:
+        records = client.get_list(ORGANIZATIONS_PATH, ORGANIZATIONS)
+        yield from listing.served([Page(1, records, total=None)])
+        listing.close(paged=False)
+
+    return dlt.resource(organizations, name=ORGANIZATIONS, columns=SCHEMA[ORGANIZATIONS], **HINTS)
 
 
-def upstream_fingerprint(request_timeout: float = 10.0) -> str:
+def projects_resource(client: ApiClient, organizations: DltResource) -> DltResource:
+    """`GET /v3/organizations/{organization_id}/projects` for each organization, paged."""
+    listing = Listing(PROJECTS)
+
+    def projects(orgs: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        lists = (client.list_spec(PROJECTS_PATH.format(organization_id=o["id"])) for o in orgs)
+        yield from listing.served(client.pages(lists, PROJECTS, listing.note_drift))
+        listing.close()
+
+    return dlt.transformer(
+        projects, data_from=organizations, name=PROJECTS, columns=SCHEMA[PROJECTS], **HINTS
+    )
+
+
+def tests_resource(client: ApiClient, dialect: str, projects: DltResource) -> DltResource:
+    """`GET /loadtests/v2/tests`, paged; in the k6 dialect once per project (`?project_id=`).
+
+    The seed's single list comes as Arrow tables, which dlt writes as parquet while it extracts
+    (normalize then only moves files); the k6 dialect's per-project lists are short and stay rows.
+    """
+    profile = DIALECTS[dialect]
+    selector = profile["tests_key"]
+    listing = Listing(TESTS)
+    hints = {"name": TESTS, "columns": SCHEMA[TESTS], **HINTS}
+
+    if profile["tests_per_project"]:
+
+        def tests_of(page_of_projects: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+            lists = (client.list_spec(TESTS_PATH, project_id=p["id"]) for p in page_of_projects)
+            yield from listing.served(client.pages(lists, selector, listing.note_drift))
+            listing.close()
+
+        return dlt.transformer(tests_of, data_from=projects, **hints)
+
+    logging.getLogger("dlt").addFilter(_JSON_HINT_NOTICE)
+
+    def tests() -> Iterator[Any]:
+        pages = client.pages([client.list_spec(TESTS_PATH)], selector, listing.note_drift)
+        # dlt adds a load id to Arrow items only under a process-wide setting users can change
+        load_id = dlt.current.load_package_state()["load_id"]
+        yield from arrow_batches(listing.served(pages), SCHEMA[TESTS], load_id)
+        listing.close()
+
+    return dlt.resource(tests, **hints)
+
+
+_JSON_HINT_NOTICE = DropJsonHintNotice(TESTS)
+
+
+@dlt.source(
+    name=SOURCE_NAME,
+    section=SOURCE_NAME,
+    max_table_nesting=0,
+    schema_contract={"data_type": "freeze"},
+)
+def analytics(settings: ApiSettings | None = None) -> list[DltResource]:
+    """Organizations, their projects, and tests, merged on `id`.
+
+    The `freeze` data-type contract is a backstop: records are typed before dlt sees them, so a
+    variant column (`x__v_bigint`) would mean a bug, and it fails the load instead of appearing.
+
+    Args:
+        settings: The API and its paging; by default `api_settings()`, from dlt's config (see
+            the module's docstring). Checked before any request.
+    """
+    settings = settings or api_settings()
+    client = settings.client()
+    organizations = organizations_resource(client)
+    projects = projects_resource(client, organizations)
+    return [organizations, projects, tests_resource(client, settings.dialect, projects)]
+
+
+POLL_SETTINGS: dict[str, Any] = {
+    "request_max_attempts": 2,
+    "request_backoff_factor": 0.5,
+    "request_timeout": 10.0,
+    "request_max_retry_delay": 5.0,
+    "rate_limit_max_wait": 10.0,
+}
+
+
+def upstream_fingerprint() -> str:
     """A cheap digest of what the API serves now: the organizations and the first page of tests.
 
-    Two requests of at most two attempts each: a poll must be quick, and a failure only means
-    "try again at the next poll". A change of `meta` (the API's total, when sent) counts too.
+    Two requests, each bounded (two attempts, short timeouts and 429 waits): a poll must be
+    quick, and a failure only means "try again at the next poll".
     """
-    try:
-        base_url, auth, page_size = _api_settings()
-    except ConfigFieldMissingException as e:
-        if "api_token" in e.fields:
-            raise MissingApiToken(API_TOKEN_HELP) from None
-        raise
-    session = build_session(
-        request_max_attempts=2, request_backoff_factor=0.5, request_timeout=request_timeout
-    )
+    settings = api_settings(**POLL_SETTINGS, concurrency=1)
+    client = settings.client()
     digest = hashlib.sha256()
-    for path, params in (
-        (ORGANIZATIONS_PATH, {}),
-        (TESTS_PATH, {PAGE_PARAM: 1, PAGE_SIZE_PARAM: page_size}),
-    ):
-        response = session.get(f"{base_url}{path}", params=params, auth=auth)
-        response.raise_for_status()
-        digest.update(json.dumps(response.json(), sort_keys=True).encode())
+    organizations = client.get_list(ORGANIZATIONS_PATH, ORGANIZATIONS)
+    first_tests = next(client.pages([client.list_spec(TESTS_PATH)], settings.profile["tests_key"]))
+    for part in (organizations, first_tests.items, first_tests.total):
+        digest.update(json.dumps(part, sort_keys=True).encode())
     return digest.hexdigest()

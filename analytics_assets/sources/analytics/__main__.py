@@ -1,6 +1,6 @@
 """Load the analytics API into the configured warehouse with plain dlt: handy for debugging."""
 
-from analytics_assets.sources.analytics import analytics_source
+from analytics_assets.sources.analytics import analytics
 from analytics_assets.sources.analytics.pipeline import (
     loader_file_format,
     table_reports,
@@ -11,7 +11,7 @@ from analytics_assets.sources.analytics.pipeline import (
 def main() -> None:
     """Run one full sync, as the Dagster assets do, and print dlt's load summary."""
     with warehouse_lock(print, progress="log") as pipeline:
-        source = analytics_source()
+        source = analytics()
         load_info = pipeline.run(source, loader_file_format=loader_file_format(pipeline))
         reports = table_reports(pipeline, list(source.selected_resources))
     print(load_info)  # noqa: T201

@@ -1,35 +1,20 @@
-"""Pagination, HTTP session and record typing for the analytics source."""
+"""Record typing, Arrow batches and the listing record of the analytics source."""
 
 import json
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from itertools import count
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import dlt
-from dlt.common.configuration.specs import RuntimeConfiguration
 from dlt.common.json import json as dlt_json
 from dlt.common.normalizers.utils import generate_dlt_ids
 from dlt.common.schema.typing import C_DLT_ID, C_DLT_LOAD_ID, TTableSchemaColumns
-from dlt.sources.helpers.requests import Client, Response, Session
-from dlt.sources.helpers.rest_client.paginators import PageNumberPaginator
-from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase
 
-from analytics_assets.sources.analytics.settings import (
-    COUNT_PATH,
-    PAGE_PARAM,
-    PAGE_SIZE_PARAM,
-    REQUEST_BACKOFF_FACTOR,
-    REQUEST_MAX_ATTEMPTS,
-    RETRY_STATUS_CODES,
-)
+from analytics_assets.sources.analytics.client import ListSpec, Page
+from analytics_assets.sources.analytics.settings import SAMPLE_SIZE, SCHEMA
 
 if TYPE_CHECKING:
     import pyarrow
@@ -38,8 +23,8 @@ if TYPE_CHECKING:
 def count_page(resource: str) -> None:
     """One more page of `resource` in the run's progress log, next to dlt's rows per resource.
 
-    Called where dlt evaluates the resource (its own threads included), never from our fetch
-    threads: dlt's active pipeline is per thread.
+    Called where dlt evaluates the resource, never from the fetch threads: dlt's active
+    pipeline is per thread.
     """
     dlt.current.pipeline().collector.update(f"{resource} pages")
 
@@ -48,207 +33,100 @@ class ContractViolation(ValueError):
     """A record from the API does not fit the seed's schema, so it must not reach the warehouse."""
 
 
-class ApiResponseError(ValueError):
-    """A 2xx response whose body is not the list the endpoint promises."""
+# How a run listed a table, from least to most trusted for deleting rows it did not serve.
+EMPTY, CHANGED, COMPLETE, VERIFIED = "empty", "changed while paged", "complete", "verified"
 
 
-def json_body(response: Response) -> Any:
-    """The parsed body, parsed once: the hook, the paginator and the pager all read it."""
-    if "_analytics_json" not in response.__dict__:
-        response.__dict__["_analytics_json"] = response.json()
-    return response.__dict__["_analytics_json"]
+class Listing:
+    """What this run served of one table, and which rows the ghost removal may delete after it.
 
+    Rows the API no longer serves ("ghosts") go once a listing can be trusted to be whole:
+    - verified (every list carried a total that held still, or the list has no pages): rows
+      this run did not serve go now;
+    - complete (no total, nothing seen to change): rows go when the last two complete
+      listings both did not serve them, since a row deleted upstream while a list without a
+      total is paged shifts the next row out of that listing unseen;
+    - changed (a row served twice, a total that moved, rows beyond the end) or empty (an outage
+      looks the same as a deletion of everything): nothing goes.
 
-def checked_list(response: Response, selector: str) -> list[Any]:
-    """The selector's list from a 2xx body; anything else fails with the URL, never silently."""
-    where = f"GET {response.url} returned {response.status_code}"
-    try:
-        body = json_body(response)
-    except ValueError:
-        kind = response.headers.get("Content-Type", "unknown content type")
-        raise ApiResponseError(f"{where} with a body that is not JSON ({kind}).") from None
-    if not isinstance(body, dict) or not isinstance(body.get(selector), list):
-        found = sorted(body) if isinstance(body, dict) else type(body).__name__
-        raise ApiResponseError(
-            f"{where} without a `{selector}` list (found {found}). If the API serves the list "
-            "under another key, the source's dialect must change (SOURCES__ANALYTICS__DIALECT=k6 "
-            "reads tests from `k6-tests`)."
-        )
-    return body[selector]
-
-
-def total_count(response: Response) -> int | None:
-    """The list's length when the API tells it (`meta.count`); the seed's contract does not."""
-    value: Any = json_body(response)
-    for key in COUNT_PATH:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def is_last_page(page: int, items: list[Any], page_size: int, total: int | None) -> bool:
-    """A short page ends the list; so does reaching a known total (no empty page after it)."""
-    return len(items) < page_size or (total is not None and page * page_size >= total)
-
-
-class SizedPageNumberPaginator(PageNumberPaginator):
-    """The seed's page-number pagination (`page`, `page_size`=`limit`), 1-based, without a total.
-
-    dlt's `page_number` paginator has no `limit`/`limit_param` and stops only on an empty page; this
-    one sends the page size and stops on the first short page (or at `meta.count` when the API
-    sends it), saving one request per list.
+    The decision and the history it needs live in the resource's dlt state, which dlt stores in
+    the destination with the load, so a failed run changes neither.
     """
 
-    def __init__(
-        self,
-        page_size: int,
-        page_size_param: str = PAGE_SIZE_PARAM,
-        page_param: str = PAGE_PARAM,
-        base_page: int = 1,
-    ) -> None:
-        super().__init__(base_page=base_page, page_param=page_param, total_path=None)
-        if page_size < 1:
-            raise ValueError(f"page_size must be a positive integer, got {page_size!r}")
-        self.page_size = page_size
-        self.page_size_param = page_size_param
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.conform = conform_to(table, SCHEMA[table])
+        self.rows = 0
+        self.duplicates: list[Any] = []
+        self.drift: list[str] = []
+        self.totals = True
+        self._seen: set[Any] = set()
 
-    def init_request(self, request: Any) -> None:
-        """Send the page size with every page; `update_request` only changes the page number."""
-        request.params = {**(request.params or {}), self.page_size_param: self.page_size}
-        super().init_request(request)
+    def served(self, pages: Iterable[Page]) -> Iterator[list[dict[str, Any]]]:
+        """Each page's records, typed and counted in the progress log, without repeats.
 
-    def update_state(self, response: Response, data: list[Any] | None = None) -> None:
-        """Stop after this page when it is short or completes the API's total."""
-        page = self.current_value
-        super().update_state(response, data)
-        if data is None or is_last_page(page, data, self.page_size, total_count(response)):
-            self._has_next_page = False
+        A record served twice in one run means the list shifted while it was paged.
+        """
+        for page in pages:
+            count_page(self.table)
+            if page.total is None:
+                self.totals = False
+            yield self._admit([self.conform(record) for record in page.items])
 
+    def _admit(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        fresh = []
+        for record in records:
+            if record["id"] in self._seen:
+                self.duplicates.append(record["id"])
+                continue
+            self._seen.add(record["id"])
+            fresh.append(record)
+        self.rows += len(fresh)
+        return fresh
 
-@dataclass
-class PagedList:
-    """One paginated list, yielded in page order, with up to `concurrency` pages in flight.
+    def note_drift(self, spec: ListSpec, reasons: list[str]) -> None:
+        """What one list showed of a change while it was paged."""
+        self.drift.extend(f"{reason} ({spec.url})" for reason in reasons)
 
-    dlt's REST client fetches the pages of one endpoint one after another; against a real API
-    that costs requests x latency. When the first page carries the total (`meta.count`), the
-    remaining pages are known and fetched in parallel. Without a total only a short page tells
-    where the list ends, so pages go one at a time: a request past the end would be waste.
-    """
+    def status(self, paged: bool) -> tuple[str, str]:
+        """How far this listing can be trusted, and why."""
+        if self.rows == 0:
+            return EMPTY, "the API served no rows, which an outage would look like too"
+        if self.duplicates or self.drift:
+            served_twice = self.duplicates[:SAMPLE_SIZE]
+            reasons = ([f"rows served twice: {served_twice}"] if served_twice else []) + self.drift
+            return CHANGED, "the list changed while it was paged: " + "; ".join(reasons[:3])
+        if not paged or self.totals:
+            return VERIFIED, "every row the API has was served"
+        return COMPLETE, "no total to check against: a row is removed after two such listings"
 
-    session: Session
-    url: str
-    resource: str
-    selector: str
-    page_size: int
-    concurrency: int
-    auth: AuthBase | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    def close(self, paged: bool = True) -> None:
+        """Record this listing, and the rows the ghost removal keeps, in the resource's state.
 
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be a positive integer, got {self.concurrency!r}")
-
-    def fetch(self, page: int) -> tuple[list[Any], int | None]:
-        """One page and the API's total, if it sends one."""
-        params = {**self.params, PAGE_PARAM: page, PAGE_SIZE_PARAM: self.page_size}
-        response = self.session.get(self.url, params=params, auth=self.auth)
-        response.raise_for_status()
-        return checked_list(response, self.selector), total_count(response)
-
-    def __iter__(self) -> Iterator[list[Any]]:
-        for page in self._pages():
-            count_page(self.resource)
-            yield page
-
-    def _pages(self) -> Iterator[list[Any]]:
-        items, total = self.fetch(1)
-        yield items
-        if is_last_page(1, items, self.page_size, total):
-            return
-        if total is None:
-            for page in count(2):
-                items, _ = self.fetch(page)
-                yield items
-                if is_last_page(page, items, self.page_size, None):
-                    return
-        last_page = -(-total // self.page_size)
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="analytics-pages") as pool:
-            in_flight: deque[Future] = deque()
-            try:
-                for page in range(2, last_page + 1):
-                    in_flight.append(pool.submit(self.fetch, page))
-                    # twice the workers queued: they stay busy while dlt handles a page
-                    if len(in_flight) >= 2 * self.concurrency:
-                        yield in_flight.popleft().result()[0]
-                while in_flight:
-                    yield in_flight.popleft().result()[0]
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-
-
-def build_session(
-    request_max_attempts: int | None = None,
-    request_backoff_factor: float | None = None,
-    request_timeout: float | None = None,
-    max_connections: int | None = None,
-) -> Session:
-    """Build the retrying session once, with config resolved now, before the source exists.
-
-    The seed's policy (429/500/502/503/504, 3 retries, factor 2) is the default; dlt's standard
-    `runtime.request_*` settings override it, and `Retry-After` is honoured up to
-    `runtime.request_max_retry_delay`. With `max_connections`, no more requests than that are
-    ever in flight at once to a host, whichever thread or session sends them: the shared
-    connection pool blocks.
-    """
-    attempts = request_max_attempts or _runtime("request_max_attempts", int, REQUEST_MAX_ATTEMPTS)
-    factor = request_backoff_factor or _runtime(
-        "request_backoff_factor", float, REQUEST_BACKOFF_FACTOR
-    )
-    client = Client(
-        request_timeout=request_timeout
-        or _runtime("request_timeout", float, RuntimeConfiguration.request_timeout),
-        request_max_attempts=attempts,
-        request_backoff_factor=factor,
-        request_max_retry_delay=_runtime(
-            "request_max_retry_delay", float, RuntimeConfiguration.request_max_retry_delay
-        ),
-        raise_for_status=False,  # rest_api raises itself, naming the status and the URL
-        status_codes=RETRY_STATUS_CODES,
-        respect_retry_after_header=True,
-    )
-    session = client.session
-    if max_connections:
-        adapter = shared_connection_pool(max_connections)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-    return session
-
-
-@cache
-def shared_connection_pool(max_connections: int) -> HTTPAdapter:
-    """The process's blocking connection pool of that size (one per host), for every session.
-
-    Each source builds its own session, and a run fetches tests with one source while it
-    fetches organizations and projects with another: sharing the pool keeps both, together,
-    within `max_connections` requests in flight.
-    """
-    return HTTPAdapter(pool_maxsize=max_connections, pool_block=True)
-
-
-def _runtime(key: str, expected_type: type, default: Any) -> Any:
-    value = dlt.config.get(f"runtime.{key}", expected_type)
-    return default if value is None else value
-
-
-def require_list_at(selector: str) -> Callable[..., None]:
-    """A response hook for dlt's REST client: a 2xx body without the list must not pass as empty."""
-
-    def check(response: Response, *args: Any, **kwargs: Any) -> None:
-        if 200 <= response.status_code < 300:
-            checked_list(response, selector)
-            count_page(selector)
-        # other statuses: dlt's raise_for_status hook reports them, with the status and the URL
-
-    return check
+        Called at the end of each call of the resource; a transformer called once per parent
+        page adds to the same record, so the last call's record covers the whole run.
+        """
+        state = dlt.current.resource_state(self.table)
+        load_id = dlt.current.load_package_state()["load_id"]
+        recorded = state.get("listing") or {}
+        # the load ids since the last complete listing, as they were before this run
+        before = recorded["before"] if recorded.get("load_id") == load_id else state.get("since")
+        status, reason = self.status(paged)
+        if status == VERIFIED:
+            keep, since = [load_id], [load_id]
+        elif status == COMPLETE:
+            keep, since = (None if before is None else [*before, load_id]), [load_id]
+        else:
+            keep, since = None, (None if before is None else [*before, load_id])
+        state["since"] = since
+        state["listing"] = {
+            "load_id": load_id,
+            "status": status,
+            "reason": reason,
+            "rows": self.rows,
+            "before": before,
+            "keep": keep,
+        }
 
 
 _BOOLS = {"true": True, "false": False}

@@ -13,7 +13,7 @@ from typing import Any
 
 import dlt
 from dlt.common.destination import Destination
-from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
+from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.runtime.collector import Collector
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase
@@ -25,6 +25,7 @@ from analytics_assets.sources.analytics.settings import (
     DUCKDB_GLOBAL_CONFIG,
     PIPELINE_NAME,
     SAMPLE_SIZE,
+    SOURCE_NAME,
 )
 
 DUCKDB = "dlt.destinations.duckdb"
@@ -130,43 +131,50 @@ def _flock(path: str, what: str, log: Callable[[str], None], shared: bool) -> It
 
 @dataclass(frozen=True)
 class TableReport:
-    """What a sync left in one table: its rows, and the ghosts it removed (with a sample)."""
+    """What a sync left in one table: its rows, how the API listed it, the ghosts it removed."""
 
     row_count: int
-    ghosts: dict[str, Any]
+    listing: dict[str, Any]
 
 
 def table_reports(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, TableReport]:
-    """After a run: each table's ghosts removed, then its rows counted."""
+    """After a run: each table's ghosts removed as its listing allows, then its rows counted.
+
+    The source records each table's listing, and the rows a ghost removal keeps, in the
+    resource's dlt state (`helpers.Listing`); this carries it out in the warehouse.
+    """
     trace = pipeline.last_trace
-    load_info: LoadInfo | None = trace.last_load_info if trace else None
-    load_ids = load_info.loads_ids if load_info else []
-    served = trace.last_normalize_info.row_counts if trace and trace.last_normalize_info else {}
+    load_ids = trace.last_load_info.loads_ids if trace and trace.last_load_info else []
+    resources = pipeline.state.get("sources", {}).get(SOURCE_NAME, {}).get("resources", {})
     reports = {}
     with pipeline.sql_client() as client:
         for table in tables:
+            listing = resources.get(table, {}).get("listing")
+            if listing is None or listing["load_id"] not in load_ids:
+                listing = {"status": "not listed", "reason": "this run did not list the table"}
             try:
-                ghosts = remove_ghosts(client, table, load_ids, served.get(table, 0))
+                ghosts = remove_ghosts(client, table, listing.get("keep"))
                 name = client.make_qualified_table_name(table)
                 row_count = client.execute_sql(f"SELECT COUNT(*) FROM {name}")[0][0]
             except DatabaseUndefinedRelation:  # dlt creates no table for a list never served
-                ghosts, row_count = {}, 0
-            reports[table] = TableReport(row_count, ghosts)
+                ghosts, row_count = {"ghosts_removed": 0}, 0
+            if listing.get("keep") is None:
+                ghosts["ghosts_note"] = f"kept every row: {listing['reason']}"
+            summary = {"rows_served": listing.get("rows", 0), "listing": listing["status"]}
+            reports[table] = TableReport(row_count, {**summary, **ghosts})
     return reports
 
 
-def remove_ghosts(
-    client: SqlClientBase, table: str, load_ids: Sequence[str], served: int
-) -> dict[str, Any]:
-    """Delete rows the API no longer serves: merge alone would keep them forever.
+def remove_ghosts(client: SqlClientBase, table: str, keep: Sequence[str] | None) -> dict[str, Any]:
+    """Delete the rows no load in `keep` wrote: merge alone would keep them forever.
 
-    Every served row was just written with this run's load id; any other row is a ghost. An
-    empty list from an API that had rows looks like an outage, not a deletion: nothing goes.
+    A row's `_dlt_load_id` is the last sync that served it, so these are the rows the API
+    stopped serving; `keep` is None when the listing cannot be trusted to be whole.
     """
-    if not load_ids or served == 0:
-        return {"ghosts_removed": 0, "ghosts_note": "kept all rows: the API served none"}
+    if not keep:
+        return {"ghosts_removed": 0}
     name = client.make_qualified_table_name(table)
-    stale = "_dlt_load_id NOT IN ({})".format(", ".join(f"'{i}'" for i in load_ids))
+    stale = "_dlt_load_id NOT IN ({})".format(", ".join(f"'{i}'" for i in keep))
     ghosts = client.execute_sql(f"SELECT COUNT(*) FROM {name} WHERE {stale}")[0][0]
     sample = client.execute_sql(
         f"SELECT id FROM {name} WHERE {stale} ORDER BY id LIMIT {SAMPLE_SIZE}"

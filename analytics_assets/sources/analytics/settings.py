@@ -25,19 +25,28 @@ DUCKDB_GLOBAL_CONFIG: Final = {
     "threads": 1,
 }
 
+# The placeholders of `.dlt/config.toml` and `.dlt/example.secrets.toml`: a sync refuses them.
 DEFAULT_BASE_URL: Final = "https://api.example.com"
+PLACEHOLDER_TOKEN: Final = "paste-your-api-token-here"
 PAGE_PARAM: Final = "page"
 PAGE_SIZE_PARAM: Final = "page_size"
 PAGE_SIZE: Final = 32
+MAX_PAGE_SIZE: Final = 1000
 # Where a list response may carry its total length. Optional: the seed's contract has none.
 COUNT_PATH: Final = ("meta", "count")
 # Requests in flight at once, across all lists: kind to the API's rate limit, and ~4x faster.
+# Fewer while the API answers 429 (see `client.AdaptiveLimit`).
 CONCURRENCY: Final = 4
+MAX_CONCURRENCY: Final = 64
 
 # Seed: "retry on 429, 500, 502, 503, 504; max retries 3; backoff factor 2". dlt counts attempts.
-RETRY_STATUS_CODES: Final = (429, 500, 502, 503, 504)
+# The 5xx go through dlt's retries; a 429 is waited out apart from that budget (`client.py`),
+# up to RATE_LIMIT_MAX_WAIT seconds per request.
+SERVER_ERROR_STATUS_CODES: Final = (500, 502, 503, 504)
 REQUEST_MAX_ATTEMPTS: Final = 4
 REQUEST_BACKOFF_FACTOR: Final = 2.0
+RATE_LIMIT_MAX_WAIT: Final = 600.0
+RATE_LIMIT_MAX_WAIT_SETTING: Final = "SOURCES__ANALYTICS__RATE_LIMIT_MAX_WAIT"
 
 # Offending ids named in a check's or a ghost report's metadata, at most.
 SAMPLE_SIZE: Final = 10
