@@ -27,9 +27,9 @@ lock:  ## refresh constraints.txt from setup.cfg
 	$(BIN)/uv pip compile setup.cfg --extra dev --extra bench --python-version 3.11 --universal \
 		--custom-compile-command "make lock" --quiet -o $(LOCK) $(LOCK_ARGS)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: deploy/local/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp deploy/local/dagster.yaml $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml  ## materialize everything from the bundled sample API, print row counts
 	$(BIN)/python scripts/sample_stack.py demo

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,7 +27,7 @@ from analytics_assets.orchestration.automation import (
     analytics_failure_sensor,
     failure_cause,
 )
-from analytics_assets.sample_api import Fault, SampleApiServer
+from analytics_assets.sample_api import Fault, SampleApiServer, build_account
 
 
 def poll(cursor: str | None = None) -> SensorResult | SkipReason:
@@ -75,8 +76,55 @@ def test_change_sensor_skips_when_the_api_is_down(env: SampleApiServer) -> None:
     result = poll("previous-cursor")
 
     assert isinstance(result, SkipReason)
-    assert "unreachable" in result.skip_message
-    assert "ConnectionError" in result.skip_message
+    assert "Cannot reach the analytics API" in result.skip_message
+    assert f"SOURCES__ANALYTICS__BASE_URL (now {env.url})" in result.skip_message
+
+
+def test_an_upstream_back_to_an_earlier_state_syncs_again(env: SampleApiServer) -> None:
+    # run keys are deduplicated over a sensor's whole history: A, B, then A must be 3 keys
+    first = poll()
+    env.account.organizations[0]["name"] = "B"
+    second = poll(first.cursor)
+    env.account.organizations[0]["name"] = build_account().organizations[0]["name"]
+    third = poll(second.cursor)
+
+    results = (first, second, third)
+    assert all(isinstance(r, SensorResult) and len(r.run_requests) == 1 for r in results)
+    keys = [r.run_requests[0].run_key for r in results]
+    assert len(set(keys)) == 3, keys
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("/v3/organizations", status=429, times=1000, retry_after=3600),
+        Fault("/v3/organizations", status=200, times=2, kind="stall", stall_seconds=30),
+    ],
+    ids=["retry-after-forever", "stalled"],
+)
+def test_a_slow_api_skips_the_tick_well_inside_the_sensor_timeout(
+    env: SampleApiServer, fault: Fault
+) -> None:
+    env.add_fault(fault)
+
+    started = time.monotonic()
+    result = poll("previous-cursor")
+
+    assert time.monotonic() - started < 25, "Dagster times a sensor out after 60 s"
+    assert isinstance(result, SkipReason)
+    assert f"{env.url}/v3/organizations" in result.skip_message
+
+
+def test_an_invalid_setting_skips_the_tick_with_the_message(
+    env: SampleApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCES__ANALYTICS__DIALECT", "v6")
+
+    result = poll()
+
+    assert isinstance(result, SkipReason)
+    assert "SOURCES__ANALYTICS__DIALECT is 'v6'" in result.skip_message
+    assert env.request_count() == 0
 
 
 def test_change_sensor_skips_on_server_errors_and_names_the_status(env: SampleApiServer) -> None:
@@ -195,3 +243,33 @@ def test_failure_sensor_reports_a_failed_blocking_check(
     analytics_failure_sensor(context)
 
     assert "organization_id_references_organizations" in received[0]["cause"]
+
+
+def test_the_webhook_gets_the_cause_escaped_once_and_never_cut_mid_character(
+    env: SampleApiServer, monkeypatch: pytest.MonkeyPatch, webhook: tuple[str, list[dict]]
+) -> None:
+    url, received = webhook
+    monkeypatch.setenv("ALERTS__WEBHOOK_URL", url)
+    # a body without the list: the error names every key found, quotes and unicode included
+    keys = {f'clé "{n}" ünïcødé': n for n in range(40)}
+    env.add_fault(Fault("/v3/organizations", status=200, times=1, body=json.dumps(keys)))
+    instance = DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("analytics_sync").execute_in_process(
+        instance=instance, raise_on_error=False
+    )
+    (record,) = instance.get_records_for_run(
+        result.run_id, of_type=DagsterEventType.RUN_FAILURE
+    ).records
+    context = build_run_status_sensor_context(
+        sensor_name="analytics_failure_sensor",
+        dagster_event=record.event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+
+    analytics_failure_sensor(context)
+
+    cause = received[0]["cause"]
+    assert "without a `organizations` list" in cause
+    assert 'clé "0" ünïcødé' in cause, "escaped twice"
+    assert len(cause) == len("analytics_dlt: ") + 400 and cause.endswith("…"), "not cut"

@@ -14,7 +14,7 @@ from analytics_assets.orchestration.checks import analytics_asset_checks, open_w
 from analytics_assets.sample_api import Fault, SampleApiServer
 from analytics_assets.sources.analytics.pipeline import analytics_pipeline
 from analytics_assets.sources.analytics.settings import SAMPLE_SIZE
-from analytics_assets_tests.conftest import run_sync
+from analytics_assets_tests.conftest import query, run_sync
 
 
 def run_checks() -> dict[tuple[str, str], object]:
@@ -172,7 +172,9 @@ def test_last_run_outside_the_run_list_is_named(synced: Path, env: SampleApiServ
     assert evaluation.metadata["sample_offending_ids"].value == [test_id]
 
 
-def test_schema_drift_is_an_error_and_extra_columns_a_warning(synced: Path) -> None:
+def test_a_missing_or_retyped_seed_column_fails_and_extra_columns_pass_listed(
+    synced: Path,
+) -> None:
     tamper(
         synced,
         "ALTER TABLE analytics.organizations DROP COLUMN vat_number",
@@ -187,9 +189,49 @@ def test_schema_drift_is_an_error_and_extra_columns_a_warning(synced: Path) -> N
     assert orgs.metadata["missing_columns"].value == ["vat_number"]
     assert orgs.metadata["retyped_columns"].value == {"owner_id": "text (expected bigint)"}
     projects = evaluations[("projects", "matches_seed_schema")]
-    assert not projects.passed and projects.severity == AssetCheckSeverity.WARN
+    assert projects.passed, "a real API serves more than the seed: extra columns are no fault"
     assert projects.metadata["extra_columns"].value == ["plan"]
     assert evaluations[("tests", "matches_seed_schema")].passed
+
+
+def by_check(result) -> dict[tuple[str, str], object]:
+    return {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def test_a_column_change_since_the_previous_materialization_warns_once(
+    env: SampleApiServer,
+) -> None:
+    instance = DagsterInstance.ephemeral()
+    assert run_sync("tests", instance=instance).success
+    for test in env.account.tests:
+        test["region"] = "eu-west"
+
+    changed = by_check(run_sync("tests", instance=instance))[("tests", "matches_seed_schema")]
+    unchanged = by_check(run_sync("tests", instance=instance))[("tests", "matches_seed_schema")]
+
+    assert not changed.passed and changed.severity == AssetCheckSeverity.WARN
+    assert changed.metadata["changes_since_previous_materialization"].value == [
+        "added region (text)"
+    ]
+    assert "added region (text)" in changed.description
+    assert unchanged.passed and unchanged.metadata["extra_columns"].value == ["region"]
+
+
+def test_a_sync_that_served_no_organizations_warns_although_rows_are_kept(
+    env: SampleApiServer, warehouse: Path
+) -> None:
+    instance = DagsterInstance.ephemeral()
+    assert run_sync("organizations", instance=instance).success
+    env.account.organizations.clear()
+
+    evaluation = by_check(run_sync("organizations", instance=instance))[
+        ("organizations", "not_empty")
+    ]
+
+    assert query(warehouse, "SELECT COUNT(*) FROM analytics.organizations")[0][0] == 4
+    assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
+    assert evaluation.metadata["rows_served_by_the_last_sync"].value == 0
+    assert "served no organizations" in evaluation.description
 
 
 def test_an_empty_organizations_table_warns(synced: Path) -> None:
@@ -200,3 +242,56 @@ def test_an_empty_organizations_table_warns(synced: Path) -> None:
     assert not evaluation.passed
     assert evaluation.severity == AssetCheckSeverity.WARN
     assert evaluation.metadata["rows"].value == 0
+
+
+def is_a_sentence(text: str) -> bool:
+    return (
+        text[:1].isupper()
+        and text.rstrip().endswith(".")
+        and "`" not in text
+        and "  " not in text
+        and "\n" not in text.strip()
+    )
+
+
+def test_every_asset_and_check_description_is_a_plain_sentence() -> None:
+    # the catalog and the checks tab show descriptions as plain text: no Markdown backticks
+    graph = defs.resolve_asset_graph()
+    descriptions = {
+        key.to_user_string(): graph.get(key).description for key in graph.get_all_asset_keys()
+    }
+    for spec in graph.asset_check_keys:
+        descriptions[spec.to_user_string()] = graph.get_check_spec(spec).description
+    assert len(descriptions) == 14
+
+    for name, description in descriptions.items():
+        assert description and is_a_sentence(description), (name, description)
+    assert "is every value" not in " ".join(descriptions.values())
+
+
+def test_every_check_attaches_its_sql_a_clause_per_line(env: SampleApiServer) -> None:
+    evaluations = run_sync().get_asset_check_evaluations()
+
+    assert len(evaluations) == 11
+    for evaluation in evaluations:
+        sql = evaluation.metadata["sql"].value
+        lines = sql.splitlines()
+        assert lines[0] == "```sql" and lines[-1] == "```", evaluation.check_name
+        assert len(lines) > 3, f"{evaluation.check_name}: the SQL is on one line"
+        assert max(len(line) for line in lines) <= 100, evaluation.check_name
+
+
+def test_every_seed_column_is_described_in_the_catalog_and_each_materialization(
+    env: SampleApiServer,
+) -> None:
+    graph = defs.resolve_asset_graph()
+    result = run_sync()
+
+    for event in result.get_asset_materialization_events():
+        key = event.asset_key
+        defined = graph.get(key).metadata["dagster/column_schema"].columns
+        loaded = event.step_materialization_data.materialization.metadata[
+            "dagster/column_schema"
+        ].value.columns
+        for columns in (defined, [c for c in loaded if not c.name.startswith("_dlt")]):
+            assert columns and all(is_a_sentence(c.description or "") for c in columns), key

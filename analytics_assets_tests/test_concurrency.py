@@ -42,7 +42,7 @@ def cli_env(tmp_path: Path, slow_api: SampleApiServer) -> dict[str, str]:
     """A persistent Dagster instance with the repo's dagster.yaml, as `make dev` sets up."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
     return {
         **os.environ,
         "DAGSTER_HOME": str(home),

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from analytics_assets.sample_api import SampleApiServer
 from analytics_assets.sources.analytics.helpers import arrow_batches, conform_to
-from analytics_assets.sources.analytics.settings import SCHEMA
+from analytics_assets.sources.analytics.settings import SEED_TYPES
 from analytics_assets_tests.conftest import query, run_sync
 from analytics_assets_tests.test_http import failure_message
 
@@ -114,7 +114,7 @@ def test_unlisted_test_fields_are_kept_as_text(env: SampleApiServer, warehouse: 
 
 
 def test_arrow_batches_hold_the_seed_types_and_dlt_row_columns() -> None:
-    columns = SCHEMA["tests"]
+    columns = SEED_TYPES["tests"]
     conform = conform_to("tests", columns)
     pages = [
         [conform({"id": 1, "created": "2024-01-01T00:00:00", "test_run_ids": [1, 2]})],

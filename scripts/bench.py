@@ -3,10 +3,17 @@
 Why: "faster" needs a baseline a user recognizes (the seed's config on plain dlt) and a floor
 that says how much is left to win. Every variant runs as its own fresh process against the
 sample API (a separate process, 30 ms per request), so imports, threads and child processes all
-count, and nothing one variant caches helps the next.
+count, and nothing one variant caches helps the next. Each account size runs against both API
+contracts, each with its own sample API process: without a total (the seed's contract, the
+headline) and with a `meta.count` total, since what a client can skip depends on it. The
+project's sync step is also timed on its own, by Dagster inside the `dagster asset materialize`
+run, since no other entry point into the package leaves Dagster's imports out. Last, the
+project runs above and at an API's concurrency cap, since asking for too much must not cost
+much more than asking for enough.
 
     python scripts/bench.py                      # 1x (3 runs) and 10x (1 run); BENCHMARKS.md
     python scripts/bench.py --sizes bench --runs 1
+    python scripts/bench.py --contracts seed     # without a total only
     python scripts/bench.py --quick              # smoke run on the demo account, into a temp dir
 """
 
@@ -25,12 +32,22 @@ from bench.harness import (
     Measurement,
     SampleApi,
     clean_env,
+    reported_work_s,
     run_measured,
     scratch_dir,
     warehouse_rows,
 )
-from bench.report import Median, SizeResult, markdown, plot
-from bench.variants import REPO, TABLES, VARIANTS, RunContext, Variant
+from bench.report import CONTRACTS, Median, SizeResult, markdown, plot
+from bench.variants import (
+    API_CAP,
+    API_CAP_RETRY_AFTER_S,
+    REPO,
+    SYNC_STEP_KEY,
+    TABLES,
+    VARIANTS,
+    RunContext,
+    Variant,
+)
 
 SCALES = {"bench": "1x", "bench10x": "10x"}
 PAGE_SIZE = 32
@@ -39,11 +56,13 @@ STARTUP_IMPORT = "import analytics_assets"
 STARTUP_DEFS = "from analytics_assets import defs"
 
 
-def account_facts(size: str) -> tuple[dict[str, int], int, int]:
-    """Record counts and the fewest requests possible, from the same deterministic account.
+def account_facts(size: str) -> tuple[dict[str, int], int, int, int]:
+    """Record counts, the fewest requests possible (without and with a total) and the lists.
 
-    Without a total, a list of n items costs n // 32 + 1 pages (a full last page asks once
-    more); with one, ceil(n / 32) pages and at least one.
+    From the same deterministic account the sample API serves. Without a total, a list of n
+    items costs n // 32 + 1 pages (a full last page asks once more); with one, ceil(n / 32)
+    pages and at least one. The lists: the organizations list, one projects list per
+    organization and the tests list.
     """
     from analytics_assets.sample_api.server import ACCOUNT_SIZES
 
@@ -57,7 +76,7 @@ def account_facts(size: str) -> tuple[dict[str, int], int, int]:
     }
     without_total = 1 + sum(n // PAGE_SIZE + 1 for n in lists)
     with_total = 1 + sum(max(1, math.ceil(n / PAGE_SIZE)) for n in lists)
-    return counts, without_total, with_total
+    return counts, without_total, with_total, 1 + len(lists)
 
 
 def measure_startup(code: str, runs: int) -> float:
@@ -82,12 +101,38 @@ def init_dagster_home(path: Path) -> None:
     import yaml
 
     path.mkdir(parents=True)
-    settings_file = REPO / "dagster.yaml"
+    settings_file = REPO / "deploy" / "local" / "dagster.yaml"
     settings = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else None
     settings = {**(settings or {}), "telemetry": {"enabled": False}}
     (path / "dagster.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
     code = "from dagster import DagsterInstance; DagsterInstance.get().get_runs(limit=1)"
     subprocess.run([sys.executable, "-c", code], env=clean_env(DAGSTER_HOME=str(path)), check=True)
+
+
+def sync_step_seconds(dagster_home: Path) -> float:
+    """Dagster's own duration of the sync step in the latest run: STEP_START to STEP_SUCCESS.
+
+    Why from the instance: the step's time leaves out interpreter start-up, loading `defs`, run
+    set-up and the check steps, which the run's wall time includes. Read in this process after
+    the run has ended, so it costs the measured run nothing.
+    """
+    from dagster import DagsterEventType, DagsterInstance
+
+    wanted = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = instance.get_runs(limit=1)
+        if not runs:
+            raise LookupError(f"no run in the Dagster instance at {dagster_home}")
+        events = instance.all_logs(runs[0].run_id, of_type=wanted)
+    stamps = {
+        event.dagster_event.event_type: event.timestamp
+        for event in events
+        if event.step_key == SYNC_STEP_KEY and event.dagster_event is not None
+    }
+    if stamps.keys() != wanted:
+        found = sorted(str(kind) for kind in stamps)
+        raise LookupError(f"run {runs[0].run_id}: {SYNC_STEP_KEY} events {found}, not both")
+    return stamps[DagsterEventType.STEP_SUCCESS] - stamps[DagsterEventType.STEP_START]
 
 
 def run_variant(
@@ -99,6 +144,7 @@ def run_variant(
     timeout_s: float,
 ) -> Measurement:
     """One measured run in a fresh dir; the warehouse must hold every record afterwards."""
+    assert variant.build is not None, f"{variant.key} is read out of {variant.derived_from}"
     workdir.mkdir(parents=True)
     ctx = RunContext(api_url=api.url, workdir=workdir, dagster_home=dagster_home)
     command, env, cwd = variant.build(ctx)
@@ -108,6 +154,8 @@ def run_variant(
     stats = api.stats()
     measurement.requests = stats["requests"]
     measurement.max_in_flight = stats.get("max_in_flight")
+    measurement.throttled = stats.get("throttled")
+    measurement.work_s = reported_work_s(log)
     if measurement.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         measurement.error = f"exit {measurement.returncode}: " + " / ".join(tail)[-400:]
@@ -115,6 +163,13 @@ def run_variant(
         measurement.rows = warehouse_rows(ctx.duckdb_file, TABLES)
         if measurement.rows != expected:
             measurement.error = f"rows {measurement.rows}, expected {expected}"
+    if variant.dagster_run and measurement.returncode == 0:
+        try:
+            measurement.step_s = sync_step_seconds(dagster_home)
+        except LookupError as exc:
+            print(f"{variant.key}: no sync step timing: {exc}", flush=True)
+        if variant.capped:  # no row of their own for the step: it goes in their work column
+            measurement.work_s = measurement.step_s
     if measurement.error:
         kept = Path(tempfile.mkdtemp(prefix=f"bench-failed-{variant.key}-"))
         shutil.copy(log, kept / "output.log")
@@ -122,20 +177,99 @@ def run_variant(
     return measurement
 
 
+def step_measurement(run: Measurement) -> Measurement:
+    """(c2) out of one (c1) run: its sync step's time as work; wall and memory are n/a."""
+    error = "its (c1) run failed" if run.error else ""
+    if not error and run.step_s is None:
+        error = f"the (c1) run left no STEP_START/STEP_SUCCESS of {SYNC_STEP_KEY}"
+    return Measurement(
+        wall_s=None,
+        peak_rss_mb=None,
+        largest_process_mb=None,
+        returncode=run.returncode,
+        requests=run.requests,
+        max_in_flight=run.max_in_flight,
+        throttled=run.throttled,
+        work_s=run.step_s,
+        step_s=run.step_s,
+        rows=run.rows,
+        error=error,
+    )
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
+def measure(
+    variants: list[Variant],
+    api: SampleApi,
+    runs: int,
+    tag: str,
+    scratch: Path,
+    dagster_home: Path,
+    counts: dict[str, int],
+    timeout_s: float,
+) -> dict[str, list[Measurement]]:
+    """Every variant's runs against one API, interleaved so drift hits every variant alike."""
+    measured: dict[str, list[Measurement]] = {v.key: [] for v in variants}
+    for run in range(runs):
+        for variant in variants:
+            if variant.build is None:
+                continue
+            workdir = scratch / f"{tag}-{variant.key}-{run}"
+            m = run_variant(variant, api, workdir, dagster_home, counts, timeout_s)
+            shutil.rmtree(workdir, ignore_errors=True)
+            measured[variant.key].append(m)
+            status = f"FAILED {m.error}" if m.error else "ok"
+            throttled = f", {m.throttled} throttled" if m.throttled else ""
+            if m.step_s is not None:
+                work = f", sync step {_seconds(m.step_s)}"
+            else:
+                work = f", work {_seconds(m.work_s)}" if m.work_s is not None else ""
+            print(
+                f"{tag} run {run + 1}/{runs} {variant.label}: {_seconds(m.wall_s)}{work}, "
+                f"{m.requests} requests{throttled}, {m.peak_rss_mb or 0:.0f} MB peak ({status})",
+                flush=True,
+            )
+    for variant in variants:
+        if variant.derived_from is not None:
+            measured[variant.key] = [step_measurement(m) for m in measured[variant.derived_from]]
+    return measured
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; `--quick` overrides sizes and runs."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    keys = ",".join(v.key for v in VARIANTS)
     parser.add_argument("--sizes", default="bench,bench10x", help="comma list: demo,bench,bench10x")
+    parser.add_argument(
+        "--contracts",
+        default=",".join(CONTRACTS),
+        help="comma list: seed (no total, the seed's contract) and/or total (`--count`)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per variant (median), not 10x")
     parser.add_argument("--runs-10x", type=int, default=1, help="runs per variant at bench10x")
-    parser.add_argument("--variants", default="a,b,c1,c2", help="comma list of a,b,c1,c2")
+    parser.add_argument(
+        "--variants",
+        default=keys,
+        help=f"comma list of {keys}; c2 is read out of c1's runs, d8/d3 run at 1x, no total",
+    )
     parser.add_argument("--latency-ms", type=float, default=30.0, help="sample API latency")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument("--output-dir", type=Path, help="where BENCHMARKS.md goes (repo root)")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: demo size, 1 run, into a temp dir"
+        "--quick",
+        action="store_true",
+        help="smoke run: demo size, 1 run, both contracts and the cap, into a temp dir",
     )
     args = parser.parse_args(argv)
+    unknown = set(args.contracts.split(",")) - set(CONTRACTS)
+    if unknown:
+        parser.error(f"unknown contract(s) {sorted(unknown)}: choose from {list(CONTRACTS)}")
+    unknown = set(args.variants.split(",")) - {v.key for v in VARIANTS}
+    if unknown:
+        parser.error(f"unknown variant(s) {sorted(unknown)}: choose from {keys}")
     if args.quick:
         args.sizes, args.runs = "demo", 1
         args.output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="bench-quick-"))
@@ -144,11 +278,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every variant at every size, print the tables and write BENCHMARKS.md and the plot."""
+    """Run every variant at every size and contract, print the tables, write the report."""
     args = parse_args(argv)
-    keys = args.variants.split(",")
+    keys = set(args.variants.split(","))
+    keys |= {v.derived_from for v in VARIANTS if v.key in keys and v.derived_from}
     variants = [v for v in VARIANTS if v.key in keys]
+    plain = [v for v in variants if not v.capped]
+    capped = [v for v in variants if v.capped]
     labels = {v.key: v.label for v in variants}
+    contracts = [c for c in CONTRACTS if c in args.contracts.split(",")]  # the headline first
     results: list[SizeResult] = []
     with scratch_dir("bench-") as scratch:
         dagster_home = scratch / "dagster_home"
@@ -159,35 +297,52 @@ def main(argv: list[str] | None = None) -> int:
         defs_s = measure_startup(STARTUP_DEFS, startup_runs)
         print(f"start-up: `{STARTUP_IMPORT}` {startup_s:.2f} s, `{STARTUP_DEFS}` {defs_s:.2f} s")
         for size in args.sizes.split(","):
-            counts, min_requests, min_with_total = account_facts(size)
-            result = SizeResult(size, SCALES.get(size, size), counts, min_requests, min_with_total)
+            counts, min_requests, min_with_total, lists = account_facts(size)
+            scale = SCALES.get(size, size)
             runs = args.runs_10x if size == "bench10x" else args.runs
-            measured: dict[str, list[Measurement]] = {v.key: [] for v in variants}
-            with SampleApi(size, args.latency_ms, scratch) as api:
-                for run in range(runs):  # interleaved, so drift hits every variant alike
-                    for variant in variants:
-                        workdir = scratch / f"{size}-{variant.key}-{run}"
-                        m = run_variant(variant, api, workdir, dagster_home, counts, args.timeout)
-                        shutil.rmtree(workdir, ignore_errors=True)
-                        measured[variant.key].append(m)
-                        status = f"FAILED {m.error}" if m.error else "ok"
-                        print(
-                            f"{size} run {run + 1}/{runs} {variant.label}: {m.wall_s:.2f} s, "
-                            f"{m.requests} requests, {m.peak_rss_mb:.0f} MB peak ({status})",
-                            flush=True,
-                        )
-            result.medians = {key: Median.of(ms) for key, ms in measured.items()}
-            results.append(result)
+            for contract in contracts if plain else ():
+                result = SizeResult(
+                    size, scale, contract, counts, min_requests, min_with_total, lists
+                )
+                api = SampleApi(size, args.latency_ms, scratch, count=contract == "total")
+                with api:
+                    tag = f"{size} {contract}"
+                    measured = measure(
+                        plain, api, runs, tag, scratch, dagster_home, counts, args.timeout
+                    )
+                result.medians = {key: Median.of(ms) for key, ms in measured.items()}
+                results.append(result)
+            if capped and "seed" in contracts and size != "bench10x":
+                result = SizeResult(
+                    size, scale, "seed", counts, min_requests, min_with_total, lists, cap=API_CAP
+                )
+                api = SampleApi(
+                    size,
+                    args.latency_ms,
+                    scratch,
+                    concurrency_cap=API_CAP,
+                    cap_retry_after=API_CAP_RETRY_AFTER_S,
+                )
+                with api:
+                    tag = f"{size} seed cap {API_CAP}"
+                    measured = measure(
+                        capped, api, runs, tag, scratch, dagster_home, counts, args.timeout
+                    )
+                result.medians = {key: Median.of(ms) for key, ms in measured.items()}
+                results.append(result)
 
+    # Without a total first (the headline), then the capped API, then with a total.
+    results.sort(key=lambda r: (contracts.index(r.contract), r.cap is not None))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     plot_path = args.output_dir / "benchmarks.png"
     plotted = plot(results, labels, plot_path)
     if not plotted:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot written")
+        print("no plot written: matplotlib is not installed (pip install -e '.[bench]')")
     text = markdown(
         results,
         labels,
         {STARTUP_IMPORT: startup_s, STARTUP_DEFS: defs_s},
+        startup_runs,
         args.latency_ms,
         plot_path.name if plotted else None,
     )

@@ -1,7 +1,8 @@
 """Run the demo or the Dagster UI against the bundled sample API, then stop the API.
 
-`make demo` materializes every asset through the Dagster CLI and prints what was loaded;
-`make dev` opens `dagster dev` on the same sample data.
+`make demo` launches the `analytics_sync` job with Dagster's `dg` CLI and prints what was
+loaded; `make dev` opens `dg dev` on the same sample data. `dg` rather than `dagster asset
+materialize` and `dagster dev`, which print supersession warnings pointing to it.
 """
 
 import os
@@ -18,6 +19,9 @@ BIN = os.path.dirname(sys.executable)
 def sample_env(server: SampleApiServer) -> dict[str, str]:
     env = {
         **os.environ,
+        # dg checks that the project's venv is the active one
+        "VIRTUAL_ENV": os.path.dirname(BIN),
+        "PATH": os.pathsep.join([BIN, os.environ.get("PATH", "")]),
         "SOURCES__ANALYTICS__BASE_URL": server.url,
         "SOURCES__ANALYTICS__API_TOKEN": server.token,
     }
@@ -26,7 +30,7 @@ def sample_env(server: SampleApiServer) -> dict[str, str]:
 
 
 def demo(server: SampleApiServer) -> int:
-    command = [f"{BIN}/dagster", "asset", "materialize", "-m", "analytics_assets", "--select", "*"]
+    command = [f"{BIN}/dg", "launch", "--job", "analytics_sync"]
     code = subprocess.run(command, env=sample_env(server)).returncode
     if code:
         print(f"materialization failed (exit {code}); see the log above", file=sys.stderr)
@@ -45,7 +49,7 @@ def demo(server: SampleApiServer) -> int:
 def dev(server: SampleApiServer) -> int:
     print(f"Dagster UI on the sample API at {server.url}; stop with Ctrl-C.")
     try:
-        return subprocess.run([f"{BIN}/dagster", "dev"], env=sample_env(server)).returncode
+        return subprocess.run([f"{BIN}/dg", "dev"], env=sample_env(server)).returncode
     except KeyboardInterrupt:
         return 0
 

@@ -4,12 +4,14 @@ dlt extracts every selected list before it loads any, so a fault in one list fai
 every table as the last good run left it. The checks are separate steps (`checks.py`).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetSpec,
     FreshnessPolicy,
     MaterializeResult,
@@ -28,21 +30,23 @@ from analytics_assets.sources.analytics.pipeline import (
     warehouse_lock,
 )
 from analytics_assets.sources.analytics.settings import (
+    COLUMN_DESCRIPTIONS,
     DATASET_NAME,
     DESCRIPTIONS,
     ORGANIZATIONS,
     PROJECTS,
-    SCHEMA,
+    SEED_TYPES,
     TESTS,
 )
 
 GROUP_NAME = "analytics"
 # One warehouse step at a time across hosts where the instance limits this pool (deploy/).
 WAREHOUSE_POOL = "analytics_warehouse"
-# A daily sync: WARN once a table is more than a day old, FAIL after two (with an hour of slack
-# for a slow or retried run).
+# A daily sync: WARN once a daily run was missed (a table 2 days old), FAIL after two missed. Whole
+# days, because the UI says "2 days" for anything from 36 to 59 hours; a 1-day WARN would flash
+# yellow whenever a healthy run finished a little later than the day before.
 FRESHNESS = FreshnessPolicy.time_window(
-    warn_window=timedelta(hours=25), fail_window=timedelta(hours=49)
+    warn_window=timedelta(days=2), fail_window=timedelta(days=3)
 )
 # Lineage of the API: projects belong to organizations, tests belong to projects.
 UPSTREAM = {PROJECTS: ORGANIZATIONS, TESTS: PROJECTS}
@@ -61,7 +65,10 @@ class AnalyticsTranslator(DagsterDltTranslator):
         """dagster-dlt's spec (kinds `dlt` and the destination), keyed and described our way."""
         spec = super().get_asset_spec(data)
         table = data.resource.name
-        columns = [TableColumn(name, hints["data_type"]) for name, hints in SCHEMA[table].items()]
+        columns = [
+            TableColumn(name, data_type, description=COLUMN_DESCRIPTIONS[table][name])
+            for name, data_type in SEED_TYPES[table].items()
+        ]
         return spec.replace_attributes(
             key=asset_key(table),
             deps=[asset_key(UPSTREAM[table])] if table in UPSTREAM else [],
@@ -87,7 +94,7 @@ class AnalyticsTranslator(DagsterDltTranslator):
 )
 def analytics_tables(
     context: AssetExecutionContext, dlt: DagsterDltResource
-) -> Iterator[MaterializeResult]:
+) -> Iterator[MaterializeResult | AssetMaterialization]:
     """One dlt run over the selected tables, then each table's ghosts and row count."""
     progress = LogCollector(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
     with warehouse_lock(context.log.info, progress) as pipeline:
@@ -102,9 +109,9 @@ def analytics_tables(
             )
         )
         # dagster-dlt's fetch_row_count() raises for a table the API served no rows for
-        reports = table_reports(pipeline, [r.asset_key.path[-1] for r in results])
+        reports = table_reports(pipeline, [table_of(r) for r in results])
     for result in results:
-        table = result.asset_key.path[-1]
+        table = table_of(result)
         metadata = {
             # `first_run` is always true: dagster-dlt drops the local state before every run
             **{k: v for k, v in (result.metadata or {}).items() if k != "first_run"},
@@ -113,4 +120,31 @@ def analytics_tables(
             "dagster/row_count": reports[table].row_count,
             **reports[table].listing,
         }
+        columns = described(table, result.metadata)
+        if columns is not None:
+            metadata["dagster/column_schema"] = columns
         yield result._replace(metadata=metadata)
+
+
+def table_of(result: MaterializeResult | AssetMaterialization) -> str:
+    """The warehouse table a dagster-dlt result is about."""
+    if result.asset_key is None:
+        raise ValueError("dagster-dlt yielded a result without an asset key")
+    return result.asset_key.path[-1]
+
+
+def described(table: str, metadata: Mapping[str, Any] | None) -> TableSchema | None:
+    """dagster-dlt's column schema of a materialization, with each seed column's description.
+
+    The catalog shows the latest materialization's columns, and dlt's schema has no words.
+    """
+    value = (metadata or {}).get("dagster/column_schema")
+    schema = getattr(value, "schema", value)
+    if not isinstance(schema, TableSchema):
+        return None
+    words = COLUMN_DESCRIPTIONS[table]
+    columns = [
+        TableColumn(c.name, c.type, words.get(c.name, c.description), c.constraints, c.tags)
+        for c in schema.columns
+    ]
+    return TableSchema(columns, schema.constraints)

@@ -6,6 +6,7 @@ starts RUNNING.
 """
 
 import json
+from typing import Any
 
 import dlt
 import requests
@@ -25,7 +26,7 @@ from dagster import (
 )
 
 from analytics_assets.orchestration.assets import GROUP_NAME, analytics_tables
-from analytics_assets.sources.analytics import SettingError, upstream_fingerprint
+from analytics_assets.sources.analytics import ApiError, SettingError, upstream_fingerprint
 
 WEBHOOK_SETTING = "alerts.webhook_url"
 WEBHOOK_TIMEOUT_S = 10
@@ -58,24 +59,48 @@ analytics_daily = ScheduleDefinition(
     default_status=DefaultSensorStatus.STOPPED,
     description=(
         "Every 15 minutes, polls the organizations list and the first page of tests (two "
-        "requests) and launches analytics_sync only when they changed since the last poll."
+        "requests, bounded well inside the 60 s a sensor may take) and launches analytics_sync "
+        "when they changed since the last poll. The first poll after it is turned on always "
+        "launches a sync."
     ),
 )
 def analytics_change_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-    """Launch a sync when the API's cheap fingerprint differs from the one in the cursor."""
+    """Launch a sync when the API's cheap fingerprint differs from the one in the cursor.
+
+    The cursor counts the changes seen, and each run key carries that count: an upstream that
+    returns to an earlier state (A, B, then A again) is a change too, and syncs again.
+    """
     try:
         fingerprint = upstream_fingerprint()
-    except SettingError as e:
-        return SkipReason(str(e))
+    except (SettingError, ApiError) as e:
+        return SkipReason(f"Poll skipped: {e}")
     except requests.RequestException as e:
         context.log.warning(f"Analytics API unreachable, poll skipped: {_describe(e)}")
         return SkipReason(f"Analytics API unreachable: {_describe(e)}")
-    if fingerprint == context.cursor:
+    last = _read_cursor(context.cursor)
+    if fingerprint == last["fingerprint"]:
         return SkipReason("No upstream change since the last poll.")
+    changes = last["changes"] + 1
+    run_key = f"upstream-change-{changes}-{fingerprint[:12]}"
     return SensorResult(
-        run_requests=[RunRequest(run_key=fingerprint, tags={"analytics/trigger": "upstream"})],
-        cursor=fingerprint,
+        run_requests=[RunRequest(run_key=run_key, tags={"analytics/trigger": "upstream"})],
+        cursor=json.dumps({"fingerprint": fingerprint, "changes": changes}),
     )
+
+
+def _read_cursor(cursor: str | None) -> dict[str, Any]:
+    """The last fingerprint and the number of changes so far (a bare digest: an older cursor)."""
+    try:
+        value = json.loads(cursor) if cursor else {}
+    except ValueError:
+        value = {"fingerprint": cursor}
+    if not isinstance(value, dict):
+        value = {}
+    changes = value.get("changes")
+    return {
+        "fingerprint": value.get("fingerprint"),
+        "changes": changes if isinstance(changes, int) else 0,
+    }
 
 
 def _describe(error: requests.RequestException) -> str:
@@ -124,5 +149,6 @@ def failure_cause(context: RunFailureSensorContext) -> str:
 
 
 def _first_lines(message: str, limit: int = 400) -> str:
+    """The message on one line, at most `limit` characters: JSON escapes it once, when posted."""
     text = " ".join(line.strip() for line in message.splitlines() if line.strip())
-    return json.dumps(text)[1:-1][:limit]
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,13 +1,14 @@
 """Asset checks on the loaded tables: what each protects is in its docstring.
 
-Every check only reads (SELECTs through dlt's SQL client, so it runs on any SQL destination) and
-returns metadata that explains a failure on its own: counts, up to 10 offending ids, the SQL.
-The checks of a table run together in one step, after the table's materialization and in the
+Every check only reads: the warehouse through dlt's SQL client (so it runs on any SQL
+destination), and the table's last materializations in Dagster's event log. Each result
+explains itself: counts, up to 10 offending ids, and the SQL it ran, one clause per line. The
+checks of a table run together in one step, after each materialization of the table and in the
 `analytics_checks` job.
 """
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,9 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
+    DagsterInstance,
     MetadataValue,
+    TableSchema,
     multi_asset_check,
 )
 from dlt.common.schema.typing import TTableSchemaColumns
@@ -31,7 +34,7 @@ from analytics_assets.sources.analytics.settings import (
     PROJECTS,
     RESOURCE_NAMES,
     SAMPLE_SIZE,
-    SCHEMA,
+    SEED_TYPES,
     TESTS,
 )
 
@@ -55,6 +58,13 @@ class Warehouse:
             self._columns[name] = columns if exists else None
         return self._columns[name]
 
+    def columns_sql(self, name: str) -> str:
+        """What dlt asks the warehouse for a table's columns."""
+        return (
+            "SELECT column_name, data_type\nFROM information_schema.columns\n"
+            f"WHERE table_schema = '{self._sql.dataset_name}'\n  AND table_name = '{name}'"
+        )
+
     def rows(self, sql: str) -> list[tuple]:
         """Run one SELECT."""
         return [tuple(row) for row in self._sql.execute_sql(sql) or []]
@@ -70,6 +80,18 @@ class Warehouse:
         return int(self.rows(f"SELECT COUNT(*) FROM ({sql}) AS q")[0][0])
 
 
+@dataclass(frozen=True)
+class History:
+    """What the table's last materializations reported, from Dagster's event log."""
+
+    instance: DagsterInstance
+
+    def latest(self, table: str, limit: int = 1) -> list[Mapping[str, Any]]:
+        """The metadata of the table's last `limit` materializations, newest first."""
+        records = self.instance.fetch_materializations(asset_key(table), limit=limit).records
+        return [r.asset_materialization.metadata for r in records if r.asset_materialization]
+
+
 @contextmanager
 def open_warehouse(pipeline: dlt.Pipeline) -> Iterator[Warehouse]:
     """One connection for all checks of a step."""
@@ -83,7 +105,7 @@ class Check:
 
     table: str
     name: str
-    evaluate: Callable[[Warehouse], AssetCheckResult]
+    evaluate: Callable[[Warehouse, History], AssetCheckResult]
     description: str
     blocking: bool = False
 
@@ -98,89 +120,86 @@ class Check:
         )
 
 
-def _result(passed: bool, **metadata: Any) -> AssetCheckResult:
-    return AssetCheckResult(passed=passed, metadata=_metadata(metadata))
+def sql_block(*statements: str) -> MetadataValue:
+    """The SQL a check ran, as a Markdown code block the UI's dialog shows line by line."""
+    return MetadataValue.md("```sql\n" + ";\n\n".join(statements) + ";\n```")
 
 
-def _metadata(values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: MetadataValue.md(f"```sql\n{value}\n```") if key == "sql" else value
-        for key, value in values.items()
-    }
+def _result(passed: bool, sql: Sequence[str], **metadata: Any) -> AssetCheckResult:
+    return AssetCheckResult(passed=passed, metadata={**metadata, "sql": sql_block(*sql)})
 
 
-def _missing_table(table: str) -> AssetCheckResult:
+def _missing_table(wh: Warehouse, table: str) -> AssetCheckResult:
     return AssetCheckResult(
         passed=True,
         severity=AssetCheckSeverity.WARN,
-        metadata={"table_exists": False},
-        description=f"`{table}` has no table yet: the API has served no rows for it.",
+        metadata={"table_exists": False, "sql": sql_block(wh.columns_sql(table))},
+        description=f"The {table} table does not exist yet: the API has served no rows for it.",
     )
 
 
 def id_is_unique_and_not_null(table: str) -> Check:
-    """Protects the merge key: a null or repeated `id` would merge rows into each other."""
+    """Protects the merge key: a null or repeated id would merge rows into each other."""
 
-    def evaluate(wh: Warehouse) -> AssetCheckResult:
+    def evaluate(wh: Warehouse, history: History) -> AssetCheckResult:
         if wh.columns(table) is None:
-            return _missing_table(table)
+            return _missing_table(wh, table)
         t = wh.table(table)
-        nulls_sql = f"SELECT id FROM {t} WHERE id IS NULL"
-        dups_sql = f"SELECT id FROM {t} WHERE id IS NOT NULL GROUP BY id HAVING COUNT(*) > 1"
+        nulls_sql = f"SELECT id\nFROM {t}\nWHERE id IS NULL"
+        dups_sql = f"SELECT id\nFROM {t}\nWHERE id IS NOT NULL\nGROUP BY id\nHAVING COUNT(*) > 1"
         nulls, dups = wh.count(nulls_sql), wh.count(dups_sql)
-        sample = [r[0] for r in wh.rows(f"{dups_sql} ORDER BY id LIMIT {SAMPLE_SIZE}")]
+        sample = [r[0] for r in wh.rows(f"{dups_sql}\nORDER BY id\nLIMIT {SAMPLE_SIZE}")]
         return _result(
             nulls == 0 and dups == 0,
+            [nulls_sql, dups_sql],
             rows=wh.count(f"SELECT id FROM {t}"),
             null_ids=nulls,
             duplicated_ids=dups,
             sample_duplicated_ids=sample,
-            sql=f"{nulls_sql};\n{dups_sql};",
         )
 
-    return Check(table, "id_is_unique_and_not_null", evaluate, "`id` is unique and never null.")
+    return Check(
+        table,
+        "id_is_unique_and_not_null",
+        evaluate,
+        f"Every row of {table} has an id, and no two rows share one.",
+    )
 
 
-def references(table: str, column: str, parent: str, *, null_ok: bool, blocking: bool) -> Check:
+def references(
+    table: str, column: str, parent: str, description: str, *, null_ok: bool, blocking: bool
+) -> Check:
     """Protects lineage: every `<column>` points at a row that was loaded into `<parent>`."""
 
-    def evaluate(wh: Warehouse) -> AssetCheckResult:
+    def evaluate(wh: Warehouse, history: History) -> AssetCheckResult:
         if wh.columns(table) is None:
-            return _missing_table(table)
+            return _missing_table(wh, table)
         t, p = wh.table(table), wh.table(parent)
         if wh.columns(parent) is None:
-            orphans_sql = f"SELECT c.id, c.{column} FROM {t} AS c WHERE c.{column} IS NOT NULL"
+            orphans_sql = f"SELECT c.id, c.{column}\nFROM {t} AS c\nWHERE c.{column} IS NOT NULL"
         else:
             orphans_sql = (
-                f"SELECT c.id, c.{column} FROM {t} AS c LEFT JOIN {p} AS p "
-                f"ON c.{column} = p.id WHERE p.id IS NULL AND c.{column} IS NOT NULL"
+                f"SELECT c.id, c.{column}\nFROM {t} AS c\n"
+                f"LEFT JOIN {p} AS p ON c.{column} = p.id\n"
+                f"WHERE p.id IS NULL\n  AND c.{column} IS NOT NULL"
             )
-        nulls_sql = f"SELECT id FROM {t} WHERE {column} IS NULL"
+        nulls_sql = f"SELECT id\nFROM {t}\nWHERE {column} IS NULL"
         orphans = wh.count(orphans_sql)
         nulls = 0 if null_ok else wh.count(nulls_sql)
-        sample = wh.rows(f"{orphans_sql} ORDER BY c.id LIMIT {SAMPLE_SIZE}")
-        sample += [] if null_ok else [(r[0], None) for r in wh.rows(f"{nulls_sql} LIMIT 10")]
+        sample = wh.rows(f"{orphans_sql}\nORDER BY c.id\nLIMIT {SAMPLE_SIZE}")
+        if not null_ok:
+            sample += [(r[0], None) for r in wh.rows(f"{nulls_sql}\nLIMIT {SAMPLE_SIZE}")]
         return _result(
             orphans == 0 and nulls == 0,
+            [orphans_sql] if null_ok else [orphans_sql, nulls_sql],
             orphans=orphans,
             **({} if null_ok else {"nulls": nulls}),
             sample_offending_ids=[r[0] for r in sample[:SAMPLE_SIZE]],
             sample_offending_values={str(r[0]): r[1] for r in sample[:SAMPLE_SIZE]},
             parent_table_exists=wh.columns(parent) is not None,
-            sql=orphans_sql + ("" if null_ok else f";\n{nulls_sql}"),
         )
 
-    never_null = "" if null_ok else "never null, and "
-    return Check(
-        table,
-        f"{column}_references_{parent}",
-        evaluate,
-        f"`{column}` is {never_null}every value references a loaded row of `{parent}`."
-        + (
-            " Blocking: downstream assets do not materialize on top of orphans." if blocking else ""
-        ),
-        blocking=blocking,
-    )
+    return Check(table, f"{column}_references_{parent}", evaluate, description, blocking=blocking)
 
 
 def _as_json(value: str | None) -> Any:
@@ -191,17 +210,17 @@ def _run_ids_sql(wh: Warehouse) -> str:
     # JSON text on every destination: psycopg2 hands json/jsonb back already decoded, and a
     # JSON string would then be decoded a second time.
     return (
-        "SELECT id, CAST(test_run_ids AS TEXT) AS test_run_ids, last_test_run_id "
-        f"FROM {wh.table(TESTS)} ORDER BY id"
+        "SELECT id, CAST(test_run_ids AS TEXT) AS test_run_ids, last_test_run_id\n"
+        f"FROM {wh.table(TESTS)}\nORDER BY id"
     )
 
 
 def test_run_ids_are_integer_arrays() -> Check:
-    """Protects consumers of `test_run_ids`: a JSON array of distinct integers on every row."""
+    """Protects consumers of test_run_ids: a JSON array of distinct integers on every row."""
 
-    def evaluate(wh: Warehouse) -> AssetCheckResult:
+    def evaluate(wh: Warehouse, history: History) -> AssetCheckResult:
         if wh.columns(TESTS) is None:
-            return _missing_table(TESTS)
+            return _missing_table(wh, TESTS)
         sql = _run_ids_sql(wh)
         rows = offending = 0
         reasons: dict[str, str] = {}
@@ -221,27 +240,27 @@ def test_run_ids_are_integer_arrays() -> Check:
                 reasons[str(test_id)] = reason
         return _result(
             not offending,
+            [sql],
             rows=rows,
             offending_rows=offending,
             sample_offending_ids=[int(i) for i in reasons],
             reasons=reasons,
-            sql=sql,
         )
 
     return Check(
         TESTS,
         "test_run_ids_are_integer_arrays",
         evaluate,
-        "`test_run_ids` is a JSON array of distinct integers on every row (empty is fine).",
+        "The test_run_ids of every test are a JSON array of distinct integers, possibly empty.",
     )
 
 
 def last_test_run_id_is_a_run() -> Check:
     """Protects the link between a test and its latest run."""
 
-    def evaluate(wh: Warehouse) -> AssetCheckResult:
+    def evaluate(wh: Warehouse, history: History) -> AssetCheckResult:
         if wh.columns(TESTS) is None:
-            return _missing_table(TESTS)
+            return _missing_table(wh, TESTS)
         sql = _run_ids_sql(wh)
         checked = offending = 0
         sample: dict[str, Any] = {}
@@ -256,29 +275,61 @@ def last_test_run_id_is_a_run() -> Check:
                     sample[str(test_id)] = last
         return _result(
             not offending,
+            [sql],
             rows_with_last_run=checked,
             offending_rows=offending,
             sample_offending_ids=[int(i) for i in sample],
             sample_last_test_run_ids=sample,
-            sql=sql,
         )
 
     return Check(
         TESTS,
         "last_test_run_id_in_test_run_ids",
         evaluate,
-        "When `last_test_run_id` is set, it is one of the ids in `test_run_ids`.",
+        "When a test has a last_test_run_id, it is one of the test's test_run_ids.",
     )
 
 
-def matches_seed_schema(table: str) -> Check:
-    """Protects the contract: the seed's columns exist with their types; extras are reported."""
+def column_changes(history: History, table: str) -> list[str]:
+    """How the table's columns changed between its last two materializations.
 
-    def evaluate(wh: Warehouse) -> AssetCheckResult:
+    From the `dagster/column_schema` that dagster-dlt reports with each materialization, as
+    Dagster's `build_column_schema_change_checks` reads it. dlt's own `_dlt_*` columns are left out.
+    """
+    schemas = []
+    for metadata in history.latest(table, limit=2):
+        value = metadata.get("dagster/column_schema")
+        schema = getattr(value, "schema", value)
+        if isinstance(schema, TableSchema):
+            schemas.append(
+                {c.name: c.type for c in schema.columns if not c.name.startswith("_dlt")}
+            )
+    if len(schemas) < 2:
+        return []
+    new, old = schemas
+    changes = [f"added {name} ({new[name]})" for name in sorted(new.keys() - old.keys())]
+    changes += [f"removed {name} ({old[name]})" for name in sorted(old.keys() - new.keys())]
+    changes += [
+        f"retyped {name} ({old[name]} to {new[name]})"
+        for name in sorted(new.keys() & old.keys())
+        if new[name] != old[name]
+    ]
+    return changes
+
+
+def matches_seed_schema(table: str) -> Check:
+    """Protects the contract: the seed's columns exist with their types; changes are reported.
+
+    A missing or retyped seed column is an ERROR. Columns the seed does not list (a real API
+    has more) pass and are listed. A change of the columns since the previous materialization
+    is a WARN that names it, once: the next materialization without a change passes again.
+    """
+
+    def evaluate(wh: Warehouse, history: History) -> AssetCheckResult:
         stored = wh.columns(table)
         if stored is None:
-            return _missing_table(table)
-        expected = {name: hints["data_type"] for name, hints in SCHEMA[table].items()}
+            return _missing_table(wh, table)
+        expected = SEED_TYPES[table]
         actual = {name: hints.get("data_type") for name, hints in stored.items()}
         missing = sorted(set(expected) - set(actual))
         retyped = {
@@ -287,22 +338,24 @@ def matches_seed_schema(table: str) -> Check:
             if name in actual and actual[name] != data_type
         }
         extra = sorted(c for c in set(actual) - set(expected) if not c.startswith("_dlt"))
-        metadata = _metadata(
-            {
-                "missing_columns": missing,
-                "retyped_columns": retyped,
-                "extra_columns": extra,
-                "sql": f"-- dlt get_storage_table('{table}'): information_schema.columns",
-            }
-        )
+        changes = column_changes(history, table)
+        metadata = {
+            "missing_columns": missing,
+            "retyped_columns": retyped,
+            "extra_columns": extra,
+            "changes_since_previous_materialization": changes,
+            "sql": sql_block(wh.columns_sql(table)),
+        }
         if missing or retyped:
             return AssetCheckResult(passed=False, metadata=metadata)
-        if extra:
+        if changes:
             return AssetCheckResult(
                 passed=False,
                 severity=AssetCheckSeverity.WARN,
                 metadata=metadata,
-                description=f"Columns the seed does not list: {', '.join(extra)}",
+                description="The columns changed since the previous materialization: "
+                + "; ".join(changes)
+                + ".",
             )
         return AssetCheckResult(passed=True, metadata=metadata)
 
@@ -310,26 +363,50 @@ def matches_seed_schema(table: str) -> Check:
         table,
         "matches_seed_schema",
         evaluate,
-        "The seed's columns are present with their types (ERROR if missing or retyped); "
-        "extra columns are a WARN that lists them.",
+        "The seed's columns are present with the seed's types, and extra columns are listed. A "
+        "missing or retyped column fails; a change since the previous materialization warns.",
     )
 
 
 def not_empty(table: str) -> Check:
-    """Protects against a silent empty sync, e.g. a token that sees no organizations."""
+    """Protects against a silent empty sync, e.g. a token that sees no organizations.
 
-    def evaluate(wh: Warehouse) -> AssetCheckResult:
-        rows = 0 if wh.columns(table) is None else wh.count(f"SELECT id FROM {wh.table(table)}")
+    An empty list keeps every row already loaded (it looks like an outage), so the table alone
+    cannot tell: the check reads what the last sync served from its materialization.
+    """
+
+    def evaluate(wh: Warehouse, history: History) -> AssetCheckResult:
+        count_sql = f"SELECT COUNT(*)\nFROM {wh.table(table)}"
+        rows = 0 if wh.columns(table) is None else int(wh.rows(count_sql)[0][0])
+        latest = history.latest(table)
+        served_value = latest[0].get("rows_served") if latest else None
+        served = getattr(served_value, "value", served_value)
+        metadata = {
+            "rows": rows,
+            "rows_served_by_the_last_sync": served,
+            "sql": sql_block(count_sql),
+        }
+        if rows == 0:
+            description = f"The {table} table has no rows."
+        elif served == 0:
+            description = (
+                f"The last sync was served no {table}; the {rows} rows kept are from earlier syncs."
+            )
+        else:
+            return AssetCheckResult(passed=True, metadata=metadata)
         return AssetCheckResult(
-            passed=rows > 0,
+            passed=False,
             severity=AssetCheckSeverity.WARN,
-            metadata={
-                "rows": rows,
-                "sql": MetadataValue.md(f"```sql\nSELECT COUNT(*) FROM {table}\n```"),
-            },
+            metadata=metadata,
+            description=description,
         )
 
-    return Check(table, "not_empty", evaluate, f"`{table}` has at least one row (WARN).")
+    return Check(
+        table,
+        "not_empty",
+        evaluate,
+        f"The last sync was served {table}, and the table has rows. Otherwise it warns.",
+    )
 
 
 CHECKS: dict[str, Sequence[Check]] = {
@@ -341,12 +418,27 @@ CHECKS: dict[str, Sequence[Check]] = {
     PROJECTS: (
         id_is_unique_and_not_null(PROJECTS),
         matches_seed_schema(PROJECTS),
-        references(PROJECTS, "organization_id", ORGANIZATIONS, null_ok=False, blocking=True),
+        references(
+            PROJECTS,
+            "organization_id",
+            ORGANIZATIONS,
+            "Every project has an organization_id that names a loaded organization. Blocking: "
+            "assets downstream of projects do not materialize on top of orphans.",
+            null_ok=False,
+            blocking=True,
+        ),
     ),
     TESTS: (
         id_is_unique_and_not_null(TESTS),
         matches_seed_schema(TESTS),
-        references(TESTS, "project_id", PROJECTS, null_ok=True, blocking=False),
+        references(
+            TESTS,
+            "project_id",
+            PROJECTS,
+            "Every project_id that is set names a loaded project.",
+            null_ok=True,
+            blocking=False,
+        ),
         test_run_ids_are_integer_arrays(),
         last_test_run_id_is_a_run(),
     ),
@@ -365,12 +457,13 @@ def table_checks(table: str) -> AssetChecksDefinition:
     )
     def _checks(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
         selected = [c for c in checks if c.spec.key in context.selected_asset_check_keys]
+        history = History(context.instance)
         with (
             warehouse_lock(context.log.info, shared=True) as pipeline,
             open_warehouse(pipeline) as warehouse,
         ):
             for check in selected:
-                result = check.evaluate(warehouse)
+                result = check.evaluate(warehouse, history)
                 yield result._replace(asset_key=check.spec.asset_key, check_name=check.name)
 
     return _checks

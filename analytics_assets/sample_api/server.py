@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from operator import itemgetter
 from types import FrameType, TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from analytics_assets.sample_api.data import Account, build_account, build_scaled_account
@@ -690,23 +690,27 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "SampleAnalyticsApi/1.0"
     sys_version = ""
     disable_nagle_algorithm = True  # header and body go out as two writes; don't wait 40 ms
-    server: _HTTPServer
+
+    @property
+    def app(self) -> SampleApiServer:
+        """The sample API this handler answers for."""
+        return cast("_HTTPServer", self.server).app
 
     def version_string(self) -> str:
         return self.server_version
 
     def setup(self) -> None:
         super().setup()
-        self.server.app._register_connection(self.connection)
+        self.app._register_connection(self.connection)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.app._unregister_connection(self.connection)
+            self.app._unregister_connection(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:
-        if self.server.app.verbose:
+        if self.app.verbose:
             super().log_message(format, *args)
 
     def do_GET(self) -> None:
@@ -735,14 +739,15 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _dispatch(self) -> None:
-        app = self.server.app
+        app = self.app
         body = self._read_body()
         split = urlsplit(self.path)
         if split.path.startswith(CONTROL_PREFIX):
             response = app._serve_control(self.command, split.path, body)
         else:
             query = dict(parse_qsl(split.query, keep_blank_values=True))
-            response = app._serve_api(self.command, split.path, query, self.headers)
+            headers = dict(self.headers.items())
+            response = app._serve_api(self.command, split.path, query, headers)
         if response.action == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True

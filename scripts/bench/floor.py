@@ -1,20 +1,29 @@
 """Variant (b): a hand-written floor, to show how fast this sync can be at all.
 
 Why: a ratio against plain dlt says how much better the project is than the obvious code; a
-ratio against this floor says how much is left. It spends the fewest requests the seed's
-contract allows without a total (a short page ends a list; only an exactly full last page costs
-one empty page), keeps 4 requests in flight (a thread pool, one `requests.Session` per thread),
-turns each page into an Arrow batch as it arrives, and bulk-inserts Arrow tables into DuckDB.
-The warehouse has the project's shape: three tables in `analytics`, seed types, `test_run_ids`
-as JSON. No retries, no checks, no merge: a fresh load into an empty file.
+ratio against this floor says how much is left. It needs no total, as the seed's contract has
+none: a short page ends a list (only an exactly full last page costs one empty page), each
+organization's projects are paged one after another, and the tests pages go out speculatively,
+up to 4 in flight, until the first short page. When the API does send `meta.count`, it is used
+only to stop sooner (no empty page after a full last one, no speculative page past the total),
+so the floor stays the fewest requests either contract allows. It keeps 4 requests in flight (a
+thread pool, one `requests.Session` per thread), turns each page into an Arrow batch as it
+arrives, and bulk-inserts Arrow tables into DuckDB. The warehouse has the project's shape:
+three tables in `analytics`, seed types, `test_run_ids` as JSON. No retries, no checks, no
+merge: a fresh load into an empty file. A 404 past the end (as DRF answers) reads as an empty page.
+
+Its last stdout line is `work_s=SECONDS`, timed from after its imports to the end, so the
+report can hold the project's sync step (timed by Dagster, imports excluded) against it.
 
 Usage: python scripts/bench/floor.py BASE_URL DUCKDB_FILE (token from API_TOKEN).
 """
 
 import json
+import math
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -24,6 +33,7 @@ import duckdb
 import pyarrow as pa
 import requests
 
+WORK_START = time.perf_counter()  # after the imports: what `work_s` leaves out is start-up
 WORKERS = 4
 PAGE_SIZE = 32
 TIMEOUT_S = 60
@@ -79,6 +89,14 @@ SCHEMAS = {
 _local = threading.local()
 
 
+class Page(NamedTuple):
+    """One answered page: its item count, the items as Arrow, and `meta.count` if sent."""
+
+    count: int
+    batch: pa.RecordBatch
+    total: int | None
+
+
 class Task(NamedTuple):
     """One request: which list, its path, and the page (None for the unpaginated list)."""
 
@@ -95,7 +113,7 @@ class Floor:
         self.headers = {"Authorization": f"Bearer {token}"}
         self.batches: dict[str, list[pa.RecordBatch]] = {name: [] for name in SCHEMAS}
 
-    def _get(self, table: str, path: str, page: int | None) -> tuple[int, pa.RecordBatch]:
+    def _get(self, table: str, path: str, page: int | None) -> Page:
         """One request on this thread's session; the page becomes an Arrow batch right away."""
         session = getattr(_local, "session", None)
         if session is None:
@@ -104,33 +122,41 @@ class Floor:
         response = session.get(
             self.base_url + path, params=params, headers=self.headers, timeout=TIMEOUT_S
         )
+        if response.status_code == 404 and (page or 1) > 1:  # DRF's "Invalid page." past the end
+            return Page(0, pa.RecordBatch.from_pylist([], schema=SCHEMAS[table]), None)
         response.raise_for_status()
-        items = response.json()[table]
+        body = response.json()
+        items = body[table]
+        meta = body.get("meta")
+        total = meta.get("count") if isinstance(meta, dict) else None
         if table == "tests":
             for item in items:
                 run_ids = item.get("test_run_ids")
                 item["test_run_ids"] = None if run_ids is None else json.dumps(run_ids)
-        return len(items), pa.RecordBatch.from_pylist(items, schema=SCHEMAS[table])
+        batch = pa.RecordBatch.from_pylist(items, schema=SCHEMAS[table])
+        return Page(len(items), batch, total if isinstance(total, int) else None)
 
     def fetch(self) -> None:
         """Schedule pages as earlier ones answer, keeping the pool full.
 
         Project pages are requested one after another per organization (page n+1 only when
-        page n was full), so they cost exactly the minimum. The tests list has no total, so its
-        pages go out speculatively, up to `WORKERS` at a time; the first short page stops it,
-        and at most `WORKERS - 1` pages already in flight turn out to be wasted.
+        page n was full and, with a total, the total is not reached yet), so they cost exactly
+        the minimum. The tests pages go out speculatively, up to `WORKERS` at a time (fewer
+        while project pages are due); the first short page stops them, and at most
+        `WORKERS - 1` pages already in flight turn out to be wasted. A total, once page 1 has
+        brought it, caps the tests pages at ceil(total / page size) instead.
         """
         ready: deque[Task] = deque([Task("organizations", ORGANIZATIONS_PATH, None)])
-        pending: dict[Future[tuple[int, pa.RecordBatch]], Task] = {}
+        pending: dict[Future[Page], Task] = {}
         tests_pages: dict[int, pa.RecordBatch] = {}
-        tests_last_page: int | None = None  # the first short page, once seen
+        tests_last_page: int | None = None  # the first short page, or the total's last page
         next_tests_page = 1
         with ThreadPoolExecutor(WORKERS) as pool:
             while True:
                 while len(pending) < WORKERS:
                     if ready:
                         task = ready.popleft()
-                    elif tests_last_page is None:
+                    elif tests_last_page is None or next_tests_page <= tests_last_page:
                         task = Task("tests", TESTS_PATH, next_tests_page)
                         next_tests_page += 1
                     else:
@@ -141,22 +167,28 @@ class Floor:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     task = pending.pop(future)
-                    count, batch = future.result()
+                    answer = future.result()
+                    page = task.page or 1
                     if task.table == "organizations":
-                        self.batches["organizations"].append(batch)
+                        self.batches["organizations"].append(answer.batch)
                         ready.extend(
                             Task("projects", PROJECTS_PATH.format(org_id), 1)
-                            for org_id in batch.column("id").to_pylist()
+                            for org_id in answer.batch.column("id").to_pylist()
                         )
                     elif task.table == "projects":
-                        self.batches["projects"].append(batch)
-                        if count == PAGE_SIZE:
-                            ready.append(task._replace(page=(task.page or 1) + 1))
+                        self.batches["projects"].append(answer.batch)
+                        more = answer.total is None or page * PAGE_SIZE < answer.total
+                        if answer.count == PAGE_SIZE and more:
+                            ready.append(task._replace(page=page + 1))
                     else:
-                        page = task.page or 1
-                        tests_pages[page] = batch
-                        if count < PAGE_SIZE:
-                            tests_last_page = min(page, tests_last_page or page)
+                        tests_pages[page] = answer.batch
+                        last = None
+                        if answer.count < PAGE_SIZE:
+                            last = page
+                        elif answer.total is not None:
+                            last = max(1, math.ceil(answer.total / PAGE_SIZE))
+                        if last is not None:
+                            tests_last_page = min(last, tests_last_page or last)
         last = tests_last_page or 0
         self.batches["tests"] = [tests_pages[p] for p in sorted(tests_pages) if p <= last]
 
@@ -189,11 +221,12 @@ class Floor:
 
 
 def main(argv: list[str]) -> None:
-    """Fetch everything, load it, and print the row counts."""
+    """Fetch everything, load it, print the row counts and, last, `work_s=` since the imports."""
     base_url, duckdb_file = argv
     floor = Floor(base_url, os.environ["API_TOKEN"])
     floor.fetch()
     print(floor.load(duckdb_file))
+    print(f"work_s={time.perf_counter() - WORK_START:.3f}", flush=True)
 
 
 if __name__ == "__main__":

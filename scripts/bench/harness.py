@@ -46,18 +46,40 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class SampleApi:
-    """The bundled sample API as a separate process, so its CPU is not the variant's."""
+    """The bundled sample API as a separate process, so its CPU is not the variant's.
 
-    def __init__(self, size: str, latency_ms: float, workdir: Path) -> None:
+    `count` opts in to `meta.count` totals (the seed's contract has none); `concurrency_cap`
+    makes it answer 429 with `Retry-After: cap_retry_after` beyond that many requests in flight.
+    """
+
+    def __init__(
+        self,
+        size: str,
+        latency_ms: float,
+        workdir: Path,
+        *,
+        count: bool = False,
+        concurrency_cap: int | None = None,
+        cap_retry_after: float = 1.0,
+    ) -> None:
         self.size = size
         self.latency_ms = latency_ms
         self.workdir = workdir
+        self.count = count
+        self.concurrency_cap = concurrency_cap
+        self.cap_retry_after = cap_retry_after
+        self.name = (
+            f"api-{size}"
+            + ("-count" if count else "")
+            + (f"-cap{concurrency_cap}" if concurrency_cap else "")
+        )
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> "SampleApi":
-        ready = self.workdir / f"api-{self.size}.url"
-        log = (self.workdir / f"api-{self.size}.log").open("wb")
+        ready = self.workdir / f"{self.name}.url"
+        log_path = self.workdir / f"{self.name}.log"
+        log = log_path.open("wb")
         command = [
             sys.executable,
             "-m",
@@ -71,6 +93,15 @@ class SampleApi:
             "--ready-file",
             str(ready),
         ]
+        if self.count:
+            command.append("--count")
+        if self.concurrency_cap:
+            command += [
+                "--concurrency-cap",
+                str(self.concurrency_cap),
+                "--cap-retry-after",
+                str(self.cap_retry_after),
+            ]
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 300  # bench10x builds 130k records first
@@ -78,7 +109,7 @@ class SampleApi:
             if self._process.poll() is not None:
                 raise RuntimeError(
                     f"the sample API exited with {self._process.returncode}: "
-                    f"{(self.workdir / f'api-{self.size}.log').read_text()[-2000:]}"
+                    f"{log_path.read_text()[-2000:]}"
                 )
             if time.monotonic() > deadline:
                 self.__exit__()
@@ -101,7 +132,7 @@ class SampleApi:
         self._control("POST", "reset")
 
     def stats(self) -> dict[str, Any]:
-        """Requests served since the last reset: `requests`, `by_path`, maybe `max_in_flight`."""
+        """Since the last reset: `requests` (429s included), `max_in_flight`, `throttled`, ..."""
         return self._control("GET", "stats")
 
     def _control(self, method: str, name: str) -> dict[str, Any]:
@@ -150,14 +181,17 @@ class _TreeSampler(threading.Thread):
 
 @dataclass
 class Measurement:
-    """One run of one variant."""
+    """One run of one variant; None where a figure was not measured (see the report)."""
 
-    wall_s: float
-    peak_rss_mb: float  # max(tree sum sampled every 50 ms, largest single process)
-    largest_process_mb: float  # wait4's ru_maxrss: the child or its largest reaped descendant
+    wall_s: float | None
+    peak_rss_mb: float | None  # max(tree sum sampled every 50 ms, largest single process)
+    largest_process_mb: float | None  # wait4's ru_maxrss: the child or its largest descendant
     returncode: int
     requests: int = 0
     max_in_flight: int | None = None
+    throttled: int | None = None  # the API's 429s for its concurrency cap
+    work_s: float | None = None  # the variant's own `work_s=` (floor) or Dagster's step time
+    step_s: float | None = None  # Dagster's STEP_START..STEP_SUCCESS of the sync step
     rows: dict[str, int] = field(default_factory=dict)
     error: str = ""
 
@@ -194,6 +228,21 @@ def run_measured(
         largest_process_mb=largest / MB,
         returncode=process.returncode,
     )
+
+
+def reported_work_s(log_path: Path) -> float | None:
+    """The `work_s=SECONDS` a variant prints as its last line (the floor does), if any.
+
+    Why: a process's wall time includes interpreter start-up and imports; its own timer says
+    what the work itself took, the figure to hold the project's step time against.
+    """
+    lines = log_path.read_text(errors="replace").strip().splitlines()
+    if not lines or not lines[-1].startswith("work_s="):
+        return None
+    try:
+        return float(lines[-1].removeprefix("work_s="))
+    except ValueError:
+        return None
 
 
 def _kill_group(pid: int) -> None:

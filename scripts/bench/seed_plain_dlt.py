@@ -4,7 +4,8 @@ Corrected only as far as dlt 1.31 needs to run it (see ../shared/notes/facts.md)
 `page_number` paginator has no `limit`/`limit_param`, so the page size goes out as a static
 `page_size` param, with `base_page: 1` and `total_path: None`; `{organization_id}` is a
 `resolve` param. Everything else is dlt's default: insert_values files, and `test_run_ids`
-nested into a child table (`tests__test_run_ids`).
+nested into a child table (`tests__test_run_ids`). With `total_path: None` it pages until an
+empty page, so it needs no total (the seed's contract) and ignores one the API sends.
 
 Usage: python scripts/bench/seed_plain_dlt.py BASE_URL DUCKDB_FILE (token from API_TOKEN).
 """

@@ -40,9 +40,12 @@ from dlt.sources.helpers.rest_client.auth import APIKeyAuth, AuthConfigBase, Bea
 
 from analytics_assets.sources.analytics.client import (
     ApiClient,
+    ApiError,
     ApiResponseError,
+    ApiUnreachable,
     Page,
     RateLimitExceeded,
+    TokenRejected,
     build_session,
 )
 from analytics_assets.sources.analytics.helpers import (
@@ -50,6 +53,7 @@ from analytics_assets.sources.analytics.helpers import (
     DropJsonHintNotice,
     Listing,
     arrow_batches,
+    current_load_id,
 )
 from analytics_assets.sources.analytics.settings import (
     CONCURRENCY,
@@ -68,19 +72,23 @@ from analytics_assets.sources.analytics.settings import (
     REQUEST_BACKOFF_FACTOR,
     REQUEST_MAX_ATTEMPTS,
     SCHEMA,
+    SEED_TYPES,
     SOURCE_NAME,
     TESTS,
     TESTS_PATH,
 )
 
 __all__ = [
+    "ApiError",
     "ApiResponseError",
     "ApiSettings",
+    "ApiUnreachable",
     "ContractViolation",
     "InsecureBaseUrl",
     "MissingApiToken",
     "RateLimitExceeded",
     "SettingError",
+    "TokenRejected",
     "analytics",
     "api_settings",
     "upstream_fingerprint",
@@ -167,9 +175,9 @@ def api_settings(**overrides: Any) -> ApiSettings:
             raise MissingApiToken(message) from None
         raise
     except ConfigValueCannotBeCoercedException as e:
-        raise SettingError(
-            f"{_variable(e.field_name)} is {e.field_value!r}, which is not a {e.hint.__name__}."
-        ) from None
+        kinds = {int: "a whole number", float: "a number"}
+        kind = kinds.get(e.hint, f"of type {e.hint}")
+        raise SettingError(f"{_variable(e.field_name)} is {e.field_value!r}, not {kind}.") from None
     settings = ApiSettings(**values)
     _check(settings)
     return settings
@@ -312,8 +320,7 @@ def tests_resource(client: ApiClient, dialect: str, projects: DltResource) -> Dl
     def tests() -> Iterator[Any]:
         pages = client.pages([client.list_spec(TESTS_PATH)], selector, listing.note_drift)
         # dlt adds a load id to Arrow items only under a process-wide setting users can change
-        load_id = dlt.current.load_package_state()["load_id"]
-        yield from arrow_batches(listing.served(pages), SCHEMA[TESTS], load_id)
+        yield from arrow_batches(listing.served(pages), SEED_TYPES[TESTS], current_load_id())
         listing.close()
 
     return dlt.resource(tests, **hints)
@@ -345,12 +352,14 @@ def analytics(settings: ApiSettings | None = None) -> list[DltResource]:
     return [organizations, projects, tests_resource(client, settings.dialect, projects)]
 
 
+# A poll's two requests take at most 2 x (2 attempts x 5 s + 0.5 s + 5 s of 429s) = 31 s, well
+# inside the 60 s Dagster gives a sensor evaluation.
 POLL_SETTINGS: dict[str, Any] = {
     "request_max_attempts": 2,
     "request_backoff_factor": 0.5,
-    "request_timeout": 10.0,
+    "request_timeout": 5.0,
     "request_max_retry_delay": 5.0,
-    "rate_limit_max_wait": 10.0,
+    "rate_limit_max_wait": 5.0,
 }
 
 

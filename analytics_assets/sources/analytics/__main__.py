@@ -12,7 +12,11 @@ def main() -> None:
     """Run one full sync, as the Dagster assets do, and print dlt's load summary."""
     with warehouse_lock(print, progress="log") as pipeline:
         source = analytics()
-        load_info = pipeline.run(source, loader_file_format=loader_file_format(pipeline))
+        file_format = loader_file_format(pipeline)
+        if file_format is None:
+            load_info = pipeline.run(source)
+        else:
+            load_info = pipeline.run(source, loader_file_format=file_format)
         reports = table_reports(pipeline, list(source.selected_resources))
     print(load_info)  # noqa: T201
     for table, report in reports.items():

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import requests
 from dlt.sources.helpers.requests import Client, Response, Session
 from requests import PreparedRequest
 from requests.adapters import HTTPAdapter
@@ -29,11 +30,23 @@ from analytics_assets.sources.analytics.settings import (
 )
 
 
-class ApiResponseError(ValueError):
+class ApiError(Exception):
+    """The API cannot be synced as configured; the message names the setting to change."""
+
+
+class ApiUnreachable(ApiError):
+    """No connection to the base URL (refused, DNS, TLS), after dlt's retries."""
+
+
+class TokenRejected(ApiError):
+    """The API answered 401 or 403: the token is wrong, expired or lacks access."""
+
+
+class ApiResponseError(ApiError, ValueError):
     """A 2xx response whose body is not the list the endpoint promises."""
 
 
-class RateLimitExceeded(RuntimeError):
+class RateLimitExceeded(ApiError):
     """The API kept answering 429 for longer than the sync may wait."""
 
 
@@ -181,6 +194,23 @@ def build_session(
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def _connection_failure(error: requests.ConnectionError) -> str:
+    """The root cause of a failed connection in a few words (urllib3 nests it deeply)."""
+    text = str(error)
+    for marker, meaning in (
+        ("Name or service not known", "the host name does not resolve"),
+        ("nodename nor servname", "the host name does not resolve"),
+        ("Temporary failure in name resolution", "the host name does not resolve"),
+        ("Failed to resolve", "the host name does not resolve"),
+        ("Connection refused", "the connection was refused"),
+        ("CERTIFICATE_VERIFY_FAILED", "its TLS certificate was not accepted"),
+        ("timed out", "the connection timed out"),
+    ):
+        if marker in text:
+            return meaning
+    return type(error).__name__
 
 
 def json_body(response: Response) -> Any:
@@ -342,9 +372,26 @@ class ApiClient:
 
     def get_list(self, path: str, selector: str) -> list[Any]:
         """An unpaginated list."""
-        response = self.session.get(f"{self.base_url}{path}", auth=self.auth)
+        response = self._get(f"{self.base_url}{path}")
         response.raise_for_status()
         return checked_list(response, selector)
+
+    def _get(self, url: str, params: dict[str, Any] | None = None) -> Response:
+        """One GET, retried by dlt; what a user can fix is named with its setting."""
+        try:
+            response = self.session.get(url, params=params, auth=self.auth)
+        except requests.ConnectionError as e:
+            raise ApiUnreachable(
+                f"Cannot reach the analytics API at {self.base_url}: {_connection_failure(e)}. "
+                f"Check SOURCES__ANALYTICS__BASE_URL (now {self.base_url})."
+            ) from e
+        if response.status_code in (401, 403):
+            raise TokenRejected(
+                f"{response.status_code} Client Error: {response.reason} for url: "
+                f"{response.url}. The API rejected the token: set SOURCES__ANALYTICS__API_TOKEN, "
+                "or api_token under [sources.analytics] in .dlt/secrets.toml."
+            )
+        return response
 
     def list_spec(self, path: str, **params: Any) -> ListSpec:
         """A paged list of this API at `path`."""
@@ -407,7 +454,7 @@ class ApiClient:
 
     def _page(self, spec: ListSpec, number: int, selector: str) -> Page:
         params = {**spec.params, PAGE_PARAM: number, PAGE_SIZE_PARAM: self.page_size}
-        response = self.session.get(spec.url, params=params, auth=self.auth)
+        response = self._get(spec.url, params)
         if response.status_code == 404 and number > 1:
             response.close()
             raise PastTheEnd(f"GET {response.url} returned 404")

@@ -11,13 +11,21 @@ from typing import TYPE_CHECKING, Any
 import dlt
 from dlt.common.json import json as dlt_json
 from dlt.common.normalizers.utils import generate_dlt_ids
-from dlt.common.schema.typing import C_DLT_ID, C_DLT_LOAD_ID, TTableSchemaColumns
+from dlt.common.schema.typing import C_DLT_ID, C_DLT_LOAD_ID
 
 from analytics_assets.sources.analytics.client import ListSpec, Page
-from analytics_assets.sources.analytics.settings import SAMPLE_SIZE, SCHEMA
+from analytics_assets.sources.analytics.settings import SAMPLE_SIZE, SEED_TYPES
 
 if TYPE_CHECKING:
     import pyarrow
+
+
+def current_load_id() -> str:
+    """The id of the load package being extracted: every row it writes carries it."""
+    load_id = dlt.current.load_package_state().get("load_id")
+    if not load_id:
+        raise RuntimeError("no load package is being extracted")
+    return str(load_id)
 
 
 def count_page(resource: str) -> None:
@@ -55,7 +63,7 @@ class Listing:
 
     def __init__(self, table: str) -> None:
         self.table = table
-        self.conform = conform_to(table, SCHEMA[table])
+        self.conform = conform_to(table, SEED_TYPES[table])
         self.rows = 0
         self.duplicates: list[Any] = []
         self.drift: list[str] = []
@@ -107,7 +115,7 @@ class Listing:
         page adds to the same record, so the last call's record covers the whole run.
         """
         state = dlt.current.resource_state(self.table)
-        load_id = dlt.current.load_package_state()["load_id"]
+        load_id = current_load_id()
         recorded = state.get("listing") or {}
         # the load ids since the last complete listing, as they were before this run
         before = recorded["before"] if recorded.get("load_id") == load_id else state.get("since")
@@ -188,14 +196,14 @@ _EXPECTED = {
 }
 
 
-def conform_to(table: str, columns: TTableSchemaColumns) -> Callable[[dict[str, Any]], Any]:
+def conform_to(table: str, columns: dict[str, str]) -> Callable[[dict[str, Any]], Any]:
     """Give every field a type that never changes, so dlt never splits a column into variants.
 
     Seed fields get the seed's type (a number sent for a string field is stored as text). Fields the
     seed does not list are kept as text: strings as they are, anything else as JSON text. A value
     that cannot take its seed type fails the sync with the table, id, field and value type.
     """
-    coercers = {name: _COERCE[column["data_type"]] for name, column in columns.items()}
+    coercers = {name: _COERCE[data_type] for name, data_type in columns.items()}
 
     def conform(record: dict[str, Any]) -> dict[str, Any]:
         if record.get("id") is None:
@@ -209,7 +217,7 @@ def conform_to(table: str, columns: TTableSchemaColumns) -> Callable[[dict[str, 
             try:
                 record[name] = coerce(value)
             except (TypeError, ValueError):
-                data_type = columns[name]["data_type"]
+                data_type = columns[name]
                 raise ContractViolation(
                     f"{table} id={record['id']!r}: field `{name}` must be {_EXPECTED[data_type]} "
                     f"(seed schema: {data_type}), got {type(value).__name__} {repr(value)[:80]}."
@@ -234,7 +242,7 @@ def arrow() -> ModuleType:
 
 def arrow_batches(
     pages: Iterable[list[dict[str, Any]]],
-    columns: TTableSchemaColumns,
+    columns: dict[str, str],
     load_id: str,
     rows: int = ARROW_BATCH_ROWS,
 ) -> Iterator["pyarrow.Table"]:
@@ -254,10 +262,10 @@ def arrow_batches(
         "json": pa.string(),
     }
     fields = [
-        pa.field(name, types[column["data_type"]], nullable=column.get("nullable", True))
-        for name, column in columns.items()
+        pa.field(name, types[data_type], nullable=name != "id")
+        for name, data_type in columns.items()
     ]
-    json_columns = [name for name, column in columns.items() if column["data_type"] == "json"]
+    json_columns = [name for name, data_type in columns.items() if data_type == "json"]
     batch: list[dict[str, Any]] = []
 
     def table() -> "pyarrow.Table":

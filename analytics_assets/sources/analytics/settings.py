@@ -70,34 +70,66 @@ ORGANIZATIONS_PATH: Final = "/v3/organizations"
 PROJECTS_PATH: Final = "/v3/organizations/{organization_id}/projects"
 TESTS_PATH: Final = "/loadtests/v2/tests"
 
+# Shown in Dagster's catalog, which renders no Markdown there: plain sentences.
 DESCRIPTIONS: Final = {
     ORGANIZATIONS: (
-        "Organizations of the analytics account, from `GET /v3/organizations` (selector "
-        "`organizations`). Merged on `id`."
+        "Organizations of the analytics account, listed by GET /v3/organizations (data selector "
+        "organizations). Merged on id."
     ),
     PROJECTS: (
-        "Projects of every organization, from `GET /v3/organizations/{organization_id}/projects` "
-        "(selector `projects`, page-number pagination, 32 per page). Merged on `id`."
+        "Projects of every organization, listed by GET "
+        "/v3/organizations/{organization_id}/projects (data selector projects, 32 per page). "
+        "Merged on id."
     ),
     TESTS: (
-        "Load tests, from `GET /loadtests/v2/tests` (selector `tests`, page-number pagination, "
-        "32 per page). `test_run_ids` is kept as a JSON array on the test's row. Merged on `id`."
+        "Load tests, listed by GET /loadtests/v2/tests (data selector tests, 32 per page). The "
+        "test_run_ids of a test stay a JSON array on its row. Merged on id."
     ),
 }
 
-
-def _columns(**types: str) -> TTableSchemaColumns:
-    """Column hints for dlt: every seed field is declared, so its type never depends on the data."""
-    return {
-        name: {"name": name, "data_type": data_type, "nullable": name != "id"}  # type: ignore[typeddict-item]
-        for name, data_type in types.items()
-    }
+# The seed's fields, in a few words each: the Columns table of each asset in Dagster's catalog.
+COLUMN_DESCRIPTIONS: Final = {
+    ORGANIZATIONS: {
+        "billing_address": "Postal address on the organization's invoices.",
+        "billing_country": "Country of the billing address.",
+        "billing_email": "Address that receives the invoices.",
+        "created": "When the organization was created.",
+        "description": "Free text about the organization.",
+        "id": "The organization's id, the primary key.",
+        "is_default": "Whether this is the account's default organization.",
+        "is_saml_org": "Whether members sign in through SAML single sign-on.",
+        "name": "The organization's name.",
+        "owner_id": "Id of the user who owns the organization.",
+        "updated": "When the organization last changed.",
+        "vat_number": "VAT number on the invoices, if any.",
+    },
+    PROJECTS: {
+        "created": "When the project was created.",
+        "description": "Free text about the project.",
+        "id": "The project's id, the primary key.",
+        "is_default": "Whether this is the organization's default project.",
+        "name": "The project's name.",
+        "organization_id": "Id of the organization the project belongs to.",
+        "updated": "When the project last changed.",
+    },
+    TESTS: {
+        "created": "When the test was created.",
+        "id": "The test's id, the primary key.",
+        "last_test_run_id": "Id of the test's latest run, if it has run.",
+        "name": "The test's name.",
+        "project_id": "Id of the project the test belongs to.",
+        "script": "The test's script.",
+        "test_run_ids": "Ids of every run of the test, as a JSON array.",
+        "updated": "When the test last changed.",
+        "user_id": "Id of the user who created the test.",
+    },
+}
 
 
 # The seed's Schema section, as dlt types: string -> text, integer -> bigint, boolean -> bool,
 # `created`/`updated` -> timestamp (with time zone), array -> json (one row per record).
-SCHEMA: Final[dict[str, TTableSchemaColumns]] = {
-    ORGANIZATIONS: _columns(
+SEED_TYPES: Final[dict[str, dict[str, str]]] = {
+    ORGANIZATIONS: dict(
         billing_address="text",
         billing_country="text",
         billing_email="text",
@@ -111,7 +143,7 @@ SCHEMA: Final[dict[str, TTableSchemaColumns]] = {
         updated="timestamp",
         vat_number="text",
     ),
-    PROJECTS: _columns(
+    PROJECTS: dict(
         created="timestamp",
         description="text",
         id="bigint",
@@ -120,7 +152,7 @@ SCHEMA: Final[dict[str, TTableSchemaColumns]] = {
         organization_id="bigint",
         updated="timestamp",
     ),
-    TESTS: _columns(
+    TESTS: dict(
         created="timestamp",
         id="bigint",
         last_test_run_id="text",
@@ -132,3 +164,15 @@ SCHEMA: Final[dict[str, TTableSchemaColumns]] = {
         user_id="bigint",
     ),
 }
+
+
+def _columns(types: dict[str, str]) -> TTableSchemaColumns:
+    """Column hints for dlt: every seed field is declared, so its type never depends on the data."""
+    return {
+        name: {"name": name, "data_type": data_type, "nullable": name != "id"}  # type: ignore[typeddict-item]
+        for name, data_type in types.items()
+    }
+
+
+# The same, as dlt's column hints.
+SCHEMA: Final[dict[str, TTableSchemaColumns]] = {t: _columns(c) for t, c in SEED_TYPES.items()}
