@@ -11,16 +11,16 @@ from analytics_assets.orchestration.automation import (
     analytics_failure_sensor,
     analytics_sync,
 )
-from analytics_assets.orchestration.checks import analytics_asset_checks
+from analytics_assets.orchestration.checks import analytics_table_checks
 
 defs = Definitions(
     assets=[analytics_tables],
-    asset_checks=analytics_asset_checks,
+    asset_checks=[analytics_table_checks],
     jobs=[analytics_sync, analytics_checks],
     schedules=[analytics_daily],
     sensors=[analytics_change_sensor, analytics_failure_sensor],
     resources={"dlt": DagsterDltResource()},
-    # One sync step and a check step per table: a process per step would add ~1.5 s of imports
-    # to each. The multiprocess executor (or a pod per step) works the same; swap it in freely.
+    # Two steps, the sync and the checks: a process per step would add ~1.5 s of imports to
+    # each. The multiprocess executor (or a pod per step) works the same; swap it in freely.
     executor=in_process_executor,
 )

@@ -31,7 +31,7 @@ from dagster import (  # noqa: E402
 from dagster_dlt import DagsterDltResource  # noqa: E402
 
 from analytics_assets.orchestration.assets import analytics_tables  # noqa: E402
-from analytics_assets.orchestration.checks import analytics_asset_checks  # noqa: E402
+from analytics_assets.orchestration.checks import analytics_table_checks  # noqa: E402
 from analytics_assets.sample_api import SampleApiServer, build_account  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def run_sync(
     """
     selection = [AssetKey(["analytics", t]) for t in tables] if tables else None
     return materialize(
-        [analytics_tables, *analytics_asset_checks],
+        [analytics_tables, analytics_table_checks],
         resources={"dlt": DagsterDltResource()},
         selection=selection,
         instance=instance or DagsterInstance.ephemeral(),

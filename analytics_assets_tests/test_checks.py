@@ -10,7 +10,7 @@ from dagster_dlt import DagsterDltResource
 
 from analytics_assets import defs
 from analytics_assets.orchestration.assets import analytics_tables
-from analytics_assets.orchestration.checks import analytics_asset_checks, open_warehouse
+from analytics_assets.orchestration.checks import analytics_table_checks, open_warehouse
 from analytics_assets.sample_api import Fault, SampleApiServer
 from analytics_assets.sources.analytics.pipeline import analytics_pipeline
 from analytics_assets.sources.analytics.settings import SAMPLE_SIZE
@@ -89,7 +89,7 @@ def test_orphaned_projects_fail_the_blocking_check_the_run_and_what_is_downstrea
         """An asset a user adds downstream of projects."""
 
     result = materialize(
-        [analytics_tables, *analytics_asset_checks, projects_report],
+        [analytics_tables, analytics_table_checks, projects_report],
         resources={"dlt": DagsterDltResource()},
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,

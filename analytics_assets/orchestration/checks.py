@@ -3,7 +3,7 @@
 Every check only reads: the warehouse through dlt's SQL client (so it runs on any SQL
 destination), and the table's last materializations in Dagster's event log. Each result
 explains itself: counts, up to 10 offending ids, and the SQL it ran, one clause per line. The
-checks of a table run together in one step, after each materialization of the table and in the
+checks run together in one step, after each materialization of their tables and in the
 `analytics_checks` job.
 """
 
@@ -17,7 +17,6 @@ import dlt
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
     DagsterInstance,
@@ -32,7 +31,6 @@ from analytics_assets.sources.analytics.pipeline import warehouse_lock
 from analytics_assets.sources.analytics.settings import (
     ORGANIZATIONS,
     PROJECTS,
-    RESOURCE_NAMES,
     SAMPLE_SIZE,
     SEED_TYPES,
     TESTS,
@@ -445,28 +443,29 @@ CHECKS: dict[str, Sequence[Check]] = {
 }
 
 
-def table_checks(table: str) -> AssetChecksDefinition:
-    """One step for the checks of a table: one warehouse connection, any subset of them."""
-    checks = CHECKS[table]
+@multi_asset_check(
+    specs=[check.spec for checks in CHECKS.values() for check in checks],
+    name="analytics_table_checks",
+    can_subset=True,
+    pool=WAREHOUSE_POOL,
+)
+def analytics_table_checks(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
+    """The selected checks, in one step over one warehouse connection.
 
-    @multi_asset_check(
-        specs=[check.spec for check in checks],
-        name=f"{table}_checks",
-        can_subset=True,
-        pool=WAREHOUSE_POOL,
-    )
-    def _checks(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
-        selected = [c for c in checks if c.spec.key in context.selected_asset_check_keys]
-        history = History(context.instance)
-        with (
-            warehouse_lock(context.log.info, shared=True) as pipeline,
-            open_warehouse(pipeline) as warehouse,
-        ):
-            for check in selected:
-                result = check.evaluate(warehouse, history)
-                yield result._replace(asset_key=check.spec.asset_key, check_name=check.name)
-
-    return _checks
-
-
-analytics_asset_checks = [table_checks(table) for table in RESOURCE_NAMES]
+    A step per table would open the warehouse three times and, with a process per step, import
+    everything three times.
+    """
+    selected = [
+        check
+        for checks in CHECKS.values()
+        for check in checks
+        if check.spec.key in context.selected_asset_check_keys
+    ]
+    history = History(context.instance)
+    with (
+        warehouse_lock(context.log.info, shared=True) as pipeline,
+        open_warehouse(pipeline) as warehouse,
+    ):
+        for check in selected:
+            result = check.evaluate(warehouse, history)
+            yield result._replace(asset_key=check.spec.asset_key, check_name=check.name)

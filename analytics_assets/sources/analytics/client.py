@@ -6,10 +6,11 @@ every list it is given, with or without a total, and ends each list at its first
 """
 
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -354,6 +355,99 @@ class _Paging:
         return self.drift
 
 
+_DONE = object()
+
+
+class _Lists:
+    """The lists one `ApiClient.pages` call pages through: what was asked, answered, handed on.
+
+    An answer is taken, and the next page asked for, in the thread that fetched it (under one
+    lock), so no request waits until dlt comes back to the generator; the generator only hands
+    the pages on, or the first error of a page the sync needs.
+    """
+
+    def __init__(
+        self,
+        client: "ApiClient",
+        todo: Iterator[ListSpec],
+        selector: str,
+        on_list_done: Callable[[ListSpec, list[str]], None] | None,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self._client = client
+        self._todo = todo
+        self._selector = selector
+        self._on_list_done = on_list_done
+        self._pool = pool
+        self._active: list[_Paging] = []
+        self._in_flight: dict[Future[Page], tuple[_Paging, int]] = {}
+        self._arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.RLock()  # a callback may run at once, in the thread that asks
+        self._stopped = False
+
+    def arrivals(self) -> Iterator[Page]:
+        """The pages as they arrive, until every list has ended."""
+        with self._lock:
+            self._ask()
+        while (item := self._arrived.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        """Ask for nothing more."""
+        with self._lock:
+            self._stopped = True
+
+    def _ask(self) -> None:
+        while not self._stopped and len(self._in_flight) < self._client.concurrency:
+            paging = self._next_to_ask()
+            if paging is None:
+                break
+            paging.asked += 1
+            spec, number = paging.spec, paging.asked
+            future = self._pool.submit(self._client.page, spec, number, self._selector)
+            self._in_flight[future] = (paging, number)
+            future.add_done_callback(self._answered)
+        if not self._in_flight and not self._stopped:
+            self._stopped = True
+            self._arrived.put(_DONE)
+
+    def _next_to_ask(self) -> "_Paging | None":
+        window = self._client.concurrency
+        for paging in self._active:
+            if paging.wants(window):
+                return paging
+        spec = next(self._todo, None)
+        if spec is not None:
+            self._active.append(_Paging(spec, self._client.page_size))
+            return self._active[-1]
+        for paging in self._active:
+            if paging.wants(window) is None:
+                return paging
+        return None
+
+    def _answered(self, future: Future[Page]) -> None:
+        with self._lock:
+            paging, number = self._in_flight.pop(future)
+            if self._stopped or future.cancelled():
+                return
+            try:
+                page = paging.receive(number, future.exception() or future.result())
+            except BaseException as error:  # a page the sync needs failed: so does the sync
+                self._stopped = True
+                self._arrived.put(error)
+                return
+            if page is not None:
+                self._arrived.put(page)
+            if paging.done(in_flight=any(p is paging for p, _ in self._in_flight.values())):
+                self._active.remove(paging)
+                drift = paging.close()
+                if self._on_list_done is not None:
+                    self._on_list_done(paging.spec, drift)
+            self._ask()
+
+
 @dataclass
 class ApiClient:
     """GETs against the analytics API: one list body, or many paged lists at once.
@@ -408,51 +502,16 @@ class ApiClient:
         At most `concurrency` requests are asked for at once: pages known to exist first, then
         the first page of the next list, then pages ahead of a list without a total.
         """
-        todo = iter(lists)
-        active: list[_Paging] = []
-        in_flight: dict[Future[Page], tuple[_Paging, int]] = {}
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="analytics-pages") as pool:
+            paging = _Lists(self, iter(lists), selector, on_list_done, pool)
             try:
-                while True:
-                    while len(in_flight) < self.concurrency:
-                        paging = self._next_to_ask(active, todo)
-                        if paging is None:
-                            break
-                        paging.asked += 1
-                        future = pool.submit(self._page, paging.spec, paging.asked, selector)
-                        in_flight[future] = (paging, paging.asked)
-                    if not in_flight:
-                        return
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        paging, number = in_flight.pop(future)
-                        error = future.exception()
-                        page = paging.receive(number, error or future.result())
-                        if page is not None:
-                            yield page
-                    waiting = {id(paging) for paging, _ in in_flight.values()}
-                    for paging in [p for p in active if p.done(id(p) in waiting)]:
-                        active.remove(paging)
-                        drift = paging.close()
-                        if on_list_done is not None:
-                            on_list_done(paging.spec, drift)
+                yield from paging.arrivals()
             finally:
+                paging.stop()
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _next_to_ask(self, active: list[_Paging], todo: Iterator[ListSpec]) -> _Paging | None:
-        for paging in active:
-            if paging.wants(self.concurrency):
-                return paging
-        spec = next(todo, None)
-        if spec is not None:
-            active.append(_Paging(spec, self.page_size))
-            return active[-1]
-        for paging in active:
-            if paging.wants(self.concurrency) is None:
-                return paging
-        return None
-
-    def _page(self, spec: ListSpec, number: int, selector: str) -> Page:
+    def page(self, spec: ListSpec, number: int, selector: str) -> Page:
+        """One page of a list; past the first, a 404 raises `PastTheEnd`."""
         params = {**spec.params, PAGE_PARAM: number, PAGE_SIZE_PARAM: self.page_size}
         response = self._get(spec.url, params)
         if response.status_code == 404 and number > 1:

@@ -5,19 +5,16 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cache
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dlt
+import pyarrow as pa
 from dlt.common.json import json as dlt_json
 from dlt.common.normalizers.utils import generate_dlt_ids
 from dlt.common.schema.typing import C_DLT_ID, C_DLT_LOAD_ID
 
 from analytics_assets.sources.analytics.client import ListSpec, Page
 from analytics_assets.sources.analytics.settings import SAMPLE_SIZE, SEED_TYPES
-
-if TYPE_CHECKING:
-    import pyarrow
 
 
 def current_load_id() -> str:
@@ -26,15 +23,6 @@ def current_load_id() -> str:
     if not load_id:
         raise RuntimeError("no load package is being extracted")
     return str(load_id)
-
-
-def count_page(resource: str) -> None:
-    """One more page of `resource` in the run's progress log, next to dlt's rows per resource.
-
-    Called where dlt evaluates the resource, never from the fetch threads: dlt's active
-    pipeline is per thread.
-    """
-    dlt.current.pipeline().collector.update(f"{resource} pages")
 
 
 class ContractViolation(ValueError):
@@ -71,12 +59,15 @@ class Listing:
         self._seen: set[Any] = set()
 
     def served(self, pages: Iterable[Page]) -> Iterator[list[dict[str, Any]]]:
-        """Each page's records, typed and counted in the progress log, without repeats.
+        """Each page's records, typed, without repeats, and counted in the progress log.
 
         A record served twice in one run means the list shifted while it was paged.
         """
+        # pages are counted where dlt evaluates the resource: its active pipeline is per thread,
+        # and looking it up resolves its config each time (~10 ms), so once per call
+        progress = dlt.current.pipeline().collector
         for page in pages:
-            count_page(self.table)
+            progress.update(f"{self.table} pages")
             if page.total is None:
                 self.totals = False
             yield self._admit([self.conform(record) for record in page.items])
@@ -232,12 +223,13 @@ ARROW_BATCH_ROWS = 2048
 
 
 @cache
-def arrow() -> ModuleType:
-    """The pyarrow module, on the system memory pool: jemalloc held buffers through the load."""
-    import pyarrow  # here, not at the top: Arrow adds ~0.2 s to an import
+def use_system_memory_pool() -> None:
+    """Arrow on the system allocator for this process.
 
-    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
-    return pyarrow
+    With jemalloc, Arrow held dlt's parquet buffers through the load, and the peak grew with the
+    account.
+    """
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def arrow_batches(
@@ -245,7 +237,7 @@ def arrow_batches(
     columns: dict[str, str],
     load_id: str,
     rows: int = ARROW_BATCH_ROWS,
-) -> Iterator["pyarrow.Table"]:
+) -> Iterator[pa.Table]:
     """Records already conformed to `columns`, as Arrow tables of about `rows` rows.
 
     Why: dlt writes Arrow items to parquet as they are extracted, so normalize only moves the
@@ -253,7 +245,6 @@ def arrow_batches(
     values travel as JSON text, and each row gets dlt's `_dlt_id` and `_dlt_load_id`, as the
     row normalizer would add them: ghost removal reads the load id, and the tables keep one shape.
     """
-    pa = arrow()
     types = {
         "text": pa.string(),
         "bigint": pa.int64(),
@@ -268,7 +259,7 @@ def arrow_batches(
     json_columns = [name for name, data_type in columns.items() if data_type == "json"]
     batch: list[dict[str, Any]] = []
 
-    def table() -> "pyarrow.Table":
+    def table() -> pa.Table:
         extra = sorted({name for record in batch for name in record} - columns.keys())
         schema = pa.schema(fields + [pa.field(name, pa.string()) for name in extra])
         data = pa.Table.from_pylist(batch, schema=schema)

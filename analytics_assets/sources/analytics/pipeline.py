@@ -20,7 +20,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.destinations.sql_client import SqlClientBase
 from dlt.pipeline.progress import TCollectorArg
 
-from analytics_assets.sources.analytics.helpers import arrow
+from analytics_assets.sources.analytics.helpers import use_system_memory_pool
 from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
     DEFAULT_DESTINATION,
@@ -71,7 +71,10 @@ def analytics_pipeline(
 
 def duckdb_credentials(pipeline: dlt.Pipeline) -> DuckDbCredentials:
     """The DuckDB file and settings that dlt resolved for a DuckDB pipeline."""
-    credentials = pipeline.destination_client().config.credentials
+    # a pipeline from `analytics_pipeline` carries them in its destination: no second resolution
+    credentials = pipeline.destination.config_params.get("credentials")
+    if credentials is None:
+        credentials = pipeline.destination_client().config.credentials
     if not isinstance(credentials, DuckDbCredentials):
         raise TypeError(f"{pipeline.destination.destination_name} is not a DuckDB destination")
     return credentials
@@ -97,7 +100,7 @@ def loader_file_format(pipeline: dlt.Pipeline) -> TLoaderFileFormat | None:
         )
     if "parquet" not in formats:
         return None
-    arrow()  # dlt writes parquet with Arrow: set up its memory pool before the first buffer
+    use_system_memory_pool()  # before dlt's first parquet buffer
     return "parquet"
 
 
@@ -119,7 +122,7 @@ def warehouse_lock(
         if not is_duckdb(pipeline):
             yield pipeline
             return
-        database = str(duckdb_credentials(pipeline).database)
+        database = str(duckdb_credentials(pipeline).database)  # resolved once, in the factory
         with _flock(f"{database}.lock", database, log, shared):
             yield pipeline
 
