@@ -22,6 +22,8 @@ from analytics_assets_tests.conftest import query
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = os.path.join(os.path.dirname(sys.executable), "dagster")
 MATERIALIZE = [DAGSTER, "asset", "materialize", "-m", "analytics_assets", "--select", "*"]
+# `make demo`'s command: Dagster's dg CLI, configured by pyproject's [tool.dg]
+DG_LAUNCH = [os.path.join(os.path.dirname(DAGSTER), "dg"), "launch", "--assets", "*"]
 # the same job with a process per step, as a pod per step runs it
 MULTIPROCESS = [
     *(DAGSTER, "job", "execute", "-m", "analytics_assets_tests.multiprocess_location"),
@@ -96,7 +98,9 @@ def run_outcomes(home: Path) -> list[tuple[bool, int, int]]:
         return outcomes
 
 
-@pytest.mark.parametrize("executor", ["in_process", "multiprocess", "asset_materialize"])
+@pytest.mark.parametrize(
+    "executor", ["in_process", "multiprocess", "asset_materialize", "dg_launch"]
+)
 def test_the_sync_is_the_same_under_every_executor(
     cli_env: dict[str, str], slow_api: SampleApiServer, tmp_path: Path, executor: str
 ) -> None:
@@ -109,8 +113,11 @@ def test_the_sync_is_the_same_under_every_executor(
                 job = defs.resolve_job_def("analytics_sync")
                 assert job.execute_in_process(instance=instance, raise_on_error=False).success
     else:
-        command = MULTIPROCESS if executor == "multiprocess" else MATERIALIZE
-        done = subprocess.run(command, cwd=REPO, env=cli_env, capture_output=True, text=True)
+        command = {"multiprocess": MULTIPROCESS, "asset_materialize": MATERIALIZE}.get(
+            executor, DG_LAUNCH
+        )
+        env = {**cli_env, "VIRTUAL_ENV": os.path.dirname(os.path.dirname(DAGSTER))}
+        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     assert run_outcomes(home) == [(True, 3, 11)]

@@ -1,5 +1,6 @@
 """The code location loads, with exactly the documented assets, lineage and job."""
 
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,36 @@ def test_the_kinds_name_the_destination_dlt_resolves(tmp_path: Path) -> None:
     assert _python(code, base | {"DESTINATION_TYPE": "postgres"}) == "['dlt', 'postgres']"
     (project / ".dlt" / "config.toml").write_text('destination_type = "postgres"\n')
     assert _python(code, base) == "['dlt', 'postgres']"
+
+
+def dg(*args: str) -> subprocess.CompletedProcess[str]:
+    """Dagster's `dg` CLI from the repo root, in this venv, as `make dev` runs it."""
+    bin_dir = os.path.dirname(sys.executable)
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": os.path.dirname(bin_dir),
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+    }
+    return subprocess.run(
+        [os.path.join(bin_dir, "dg"), *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
+
+
+def test_dg_checks_the_definitions_and_lists_three_assets_and_their_checks() -> None:
+    checked = dg("check", "defs")
+    listed = dg("list", "defs", "--json")
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    defs_json = json.loads(listed.stdout)
+    counts = {kind: len(entries) for kind, entries in defs_json.items()}
+    assert counts == {
+        "assets": 3,
+        "asset_checks": 11,
+        "jobs": 2,
+        "resources": 1,
+        "schedules": 1,
+        "sensors": 2,
+    }
+    assert "SupersessionWarning" not in checked.stderr + listed.stderr

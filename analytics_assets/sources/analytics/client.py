@@ -283,10 +283,12 @@ class _Paging:
     asked: int = 0
     full_prefix: int = 0  # pages 1..full_prefix came back full
     highest_full: int = 0
-    end: int | None = None  # the last page, once known
+    end: int | None = None  # the last page, once known; every page up to it was answered
     total: int | None = None
     rows: int = 0
-    answers: dict[int, Page | BaseException] = field(default_factory=dict)
+    # pages answered past the run of full ones: their number of rows, or their error. Only
+    # counts are kept: the pages themselves are handed on, and a list can be long.
+    answers: dict[int, int | BaseException] = field(default_factory=dict)
     drift: list[str] = field(default_factory=list)
 
     @property
@@ -309,7 +311,8 @@ class _Paging:
 
     def receive(self, number: int, answer: Page | BaseException) -> Page | None:
         """Take one answer; returns the page to hand on, if it has rows, or raises its error."""
-        if isinstance(answer, Page) and (self.end is None or number <= self.end):
+        beyond_end = self.end is not None and number > self.end
+        if isinstance(answer, Page) and not beyond_end:
             if number == 1:
                 self.total = answer.total
             elif self.total is not None and answer.total != self.total:
@@ -318,9 +321,9 @@ class _Paging:
             if len(answer.items) >= self.page_size:
                 self.highest_full = max(self.highest_full, number)
             self.rows += len(answer.items)
-        self.answers[number] = answer
+        self.answers[number] = len(answer.items) if isinstance(answer, Page) else answer
         self._settle()
-        if isinstance(answer, Page) and answer.items and (self.end is None or number <= self.end):
+        if isinstance(answer, Page) and answer.items and not beyond_end:
             return answer
         return None
 
@@ -328,29 +331,27 @@ class _Paging:
         """Move the run of full pages on; at its first other page, the list ends or fails."""
         while self.end is None and self.full_prefix + 1 in self.answers:
             number = self.full_prefix + 1
-            answer = self.answers[number]
+            answer = self.answers.pop(number)
             if isinstance(answer, PastTheEnd):
                 self.end = number - 1  # every page before it was full
             elif isinstance(answer, BaseException):
                 raise answer
-            elif len(answer.items) < self.page_size or number == self.promised_last:
+            elif answer < self.page_size or number == self.promised_last:
                 self.end = number
             else:
                 self.full_prefix = number
 
     def done(self, in_flight: bool) -> bool:
-        """Whether every page up to the end was answered and nothing is on its way."""
-        if self.end is None or in_flight:
-            return False
-        return all(n in self.answers for n in range(1, self.end + 1))
+        """Whether the list has ended and nothing more of it is on its way."""
+        return self.end is not None and not in_flight
 
     def close(self) -> list[str]:
         """The list's drift: a total it did not keep, rows found on pages past its end."""
         if self.total is not None and self.rows != self.total:
             self.drift.append(f"{self.rows} rows served, {self.total} promised")
         for number, answer in sorted(self.answers.items()):
-            if number > (self.end or 0) and isinstance(answer, Page) and answer.items:
-                self.drift.append(f"page {number}, past the end, had {len(answer.items)} rows")
+            if isinstance(answer, int) and answer and number > (self.end or 0):
+                self.drift.append(f"page {number}, past the end, had {answer} rows")
         self.answers.clear()
         return self.drift
 
@@ -434,18 +435,18 @@ class _Lists:
                 return
             try:
                 page = paging.receive(number, future.exception() or future.result())
+                if page is not None:
+                    self._arrived.put(page)
+                if paging.done(in_flight=any(p is paging for p, _ in self._in_flight.values())):
+                    self._active.remove(paging)
+                    drift = paging.close()
+                    if self._on_list_done is not None:
+                        self._on_list_done(paging.spec, drift)
+                self._ask()
             except BaseException as error:  # a page the sync needs failed: so does the sync
+                # raised here, the error would only be logged by the pool: hand it to the sync
                 self._stopped = True
                 self._arrived.put(error)
-                return
-            if page is not None:
-                self._arrived.put(page)
-            if paging.done(in_flight=any(p is paging for p, _ in self._in_flight.values())):
-                self._active.remove(paging)
-                drift = paging.close()
-                if self._on_list_done is not None:
-                    self._on_list_done(paging.spec, drift)
-            self._ask()
 
 
 @dataclass
