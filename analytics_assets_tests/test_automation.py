@@ -170,8 +170,8 @@ def webhook() -> Iterator[tuple[str, list[dict]]]:
     server.server_close()
 
 
-def failed_sync_context(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("SOURCES__ANALYTICS__API_TOKEN", "wrong-token-93af")
+def failed_sync_context():
+    """A failing analytics_sync run, and the context the run-failure sensor gets for it."""
     instance = DagsterInstance.ephemeral()
     result = defs.resolve_job_def("analytics_sync").execute_in_process(
         instance=instance, raise_on_error=False
@@ -191,7 +191,8 @@ def failed_sync_context(monkeypatch: pytest.MonkeyPatch):
 def test_failure_sensor_names_the_run_and_the_cause(
     env: SampleApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    context = failed_sync_context(monkeypatch)
+    monkeypatch.setenv("SOURCES__ANALYTICS__API_TOKEN", "wrong-token-93af")
+    context = failed_sync_context()
 
     cause = failure_cause(context)
 
@@ -206,7 +207,8 @@ def test_failure_sensor_posts_to_the_webhook(
 ) -> None:
     url, received = webhook
     monkeypatch.setenv("ALERTS__WEBHOOK_URL", url)
-    context = failed_sync_context(monkeypatch)
+    monkeypatch.setenv("SOURCES__ANALYTICS__API_TOKEN", "wrong-token-93af")
+    context = failed_sync_context()
 
     analytics_failure_sensor(context)
 
@@ -226,19 +228,7 @@ def test_failure_sensor_reports_a_failed_blocking_check(
     env.add_fault(
         Fault(f"/v3/organizations/{org}/projects", 200, body=json.dumps({"projects": [orphan]}))
     )
-    instance = DagsterInstance.ephemeral()
-    result = defs.resolve_job_def("analytics_sync").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
-    (record,) = instance.get_records_for_run(
-        result.run_id, of_type=DagsterEventType.RUN_FAILURE
-    ).records
-    context = build_run_status_sensor_context(
-        sensor_name="analytics_failure_sensor",
-        dagster_event=record.event_log_entry.dagster_event,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(result.run_id),
-    ).for_run_failure()
+    context = failed_sync_context()
 
     analytics_failure_sensor(context)
 
@@ -253,19 +243,7 @@ def test_the_webhook_gets_the_cause_escaped_once_and_never_cut_mid_character(
     # a body without the list: the error names every key found, quotes and unicode included
     keys = {f'clé "{n}" ünïcødé': n for n in range(40)}
     env.add_fault(Fault("/v3/organizations", status=200, times=1, body=json.dumps(keys)))
-    instance = DagsterInstance.ephemeral()
-    result = defs.resolve_job_def("analytics_sync").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
-    (record,) = instance.get_records_for_run(
-        result.run_id, of_type=DagsterEventType.RUN_FAILURE
-    ).records
-    context = build_run_status_sensor_context(
-        sensor_name="analytics_failure_sensor",
-        dagster_event=record.event_log_entry.dagster_event,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(result.run_id),
-    ).for_run_failure()
+    context = failed_sync_context()
 
     analytics_failure_sensor(context)
 

@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from bench.harness import (
     Measurement,
@@ -300,33 +301,25 @@ def main(argv: list[str] | None = None) -> int:
             counts, min_requests, min_with_total, lists = account_facts(size)
             scale = SCALES.get(size, size)
             runs = args.runs_10x if size == "bench10x" else args.runs
-            for contract in contracts if plain else ():
-                result = SizeResult(
-                    size, scale, contract, counts, min_requests, min_with_total, lists
-                )
-                api = SampleApi(size, args.latency_ms, scratch, count=contract == "total")
-                with api:
-                    tag = f"{size} {contract}"
-                    measured = measure(
-                        plain, api, runs, tag, scratch, dagster_home, counts, args.timeout
-                    )
-                result.medians = {key: Median.of(ms) for key, ms in measured.items()}
-                results.append(result)
+
+            # each group of variants runs against a sample API process of its own
+            groups: list[tuple[str, list[Variant], dict[str, Any]]] = [
+                (contract, plain, {"count": contract == "total"}) for contract in contracts
+            ]
             if capped and "seed" in contracts and size != "bench10x":
+                cap_options = {"concurrency_cap": API_CAP, "cap_retry_after": API_CAP_RETRY_AFTER_S}
+                groups.append(("seed", capped, cap_options))
+            for contract, group, api_options in groups:
+                if not group:
+                    continue
+                cap = api_options.get("concurrency_cap")
                 result = SizeResult(
-                    size, scale, "seed", counts, min_requests, min_with_total, lists, cap=API_CAP
+                    size, scale, contract, counts, min_requests, min_with_total, lists, cap=cap
                 )
-                api = SampleApi(
-                    size,
-                    args.latency_ms,
-                    scratch,
-                    concurrency_cap=API_CAP,
-                    cap_retry_after=API_CAP_RETRY_AFTER_S,
-                )
-                with api:
-                    tag = f"{size} seed cap {API_CAP}"
+                tag = f"{size} {contract}" + (f" cap {cap}" if cap else "")
+                with SampleApi(size, args.latency_ms, scratch, **api_options) as api:
                     measured = measure(
-                        capped, api, runs, tag, scratch, dagster_home, counts, args.timeout
+                        group, api, runs, tag, scratch, dagster_home, counts, args.timeout
                     )
                 result.medians = {key: Median.of(ms) for key, ms in measured.items()}
                 results.append(result)
