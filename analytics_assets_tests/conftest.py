@@ -6,6 +6,7 @@ developer's secrets.toml) are hidden before anything imports dlt.
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Leave no hermetic dlt dir behind in the system's temp dir."""
     shutil.rmtree(_HERMETIC, ignore_errors=True)
 
+
+REPO = Path(__file__).resolve().parents[1]
+DAGSTER = os.path.join(os.path.dirname(sys.executable), "dagster")
+# `dagster asset materialize` of everything, as a user runs it from the repo root
+MATERIALIZE = [DAGSTER, "asset", "materialize", "-m", "analytics_assets", "--select", "*"]
 
 # Retries in tests wait milliseconds, not seconds; one test keeps the seed's real defaults.
 FAST_RETRY_ENV = {

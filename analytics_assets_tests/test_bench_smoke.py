@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from analytics_assets_tests.conftest import REPO
+
 # Rows of the tables without a total and with one.
 VARIANTS = (
     "(a) seed config, plain dlt",

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,11 +16,8 @@ from dagster import DagsterEventType, DagsterInstance
 
 from analytics_assets import defs
 from analytics_assets.sample_api import Fault, SampleApiServer, build_account
-from analytics_assets_tests.conftest import query
+from analytics_assets_tests.conftest import DAGSTER, MATERIALIZE, REPO, query
 
-REPO = Path(__file__).resolve().parents[1]
-DAGSTER = os.path.join(os.path.dirname(sys.executable), "dagster")
-MATERIALIZE = [DAGSTER, "asset", "materialize", "-m", "analytics_assets", "--select", "*"]
 # `make demo`'s command: Dagster's dg CLI, configured by pyproject's [tool.dg]
 DG_LAUNCH = [os.path.join(os.path.dirname(DAGSTER), "dg"), "launch", "--assets", "*"]
 # the same job with a process per step, as a pod per step runs it

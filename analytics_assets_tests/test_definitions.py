@@ -10,9 +10,8 @@ from dagster import AssetKey
 
 from analytics_assets import defs
 from analytics_assets.sample_api import SampleApiServer
-from analytics_assets_tests.conftest import query
+from analytics_assets_tests.conftest import REPO, query
 
-REPO = Path(__file__).resolve().parents[1]
 ORGS, PROJECTS, TESTS = (AssetKey(["analytics", t]) for t in ("organizations", "projects", "tests"))
 
 

@@ -6,18 +6,14 @@ The line is what a user reads at the end of the error; the traceback is still pr
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from analytics_assets.sample_api import SampleApiServer
+from analytics_assets.sample_api import Fault, SampleApiServer
 from analytics_assets.sources.analytics.settings import PLACEHOLDER_TOKEN
-from analytics_assets_tests.conftest import FAST_RETRY_ENV
+from analytics_assets_tests.conftest import FAST_RETRY_ENV, MATERIALIZE, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-DAGSTER = os.path.join(os.path.dirname(sys.executable), "dagster")
-MATERIALIZE = [DAGSTER, "asset", "materialize", "-m", "analytics_assets", "--select", "*"]
 TOKEN = "tok-never-printed-51c0"
 
 
@@ -108,13 +104,17 @@ def test_a_setting_out_of_range_fails_before_any_request_naming_it(
     assert api.request_count() == 0
 
 
+@pytest.mark.parametrize(("status", "reason"), [(401, "Unauthorized"), (403, "Forbidden")])
 def test_a_rejected_token_names_the_token_setting(
-    api: SampleApiServer, working: dict[str, str], tmp_path: Path
+    api: SampleApiServer, working: dict[str, str], tmp_path: Path, status: int, reason: str
 ) -> None:
+    if status == 403:  # the token is known but lacks access
+        api.add_fault(Fault("/v3/organizations", status=403, times=10))
+
     output = materialize(tmp_path, **working)
 
     assert (
-        f"401 Client Error: Unauthorized for url: {api.url}/v3/organizations. The API rejected "
+        f"{status} Client Error: {reason} for url: {api.url}/v3/organizations. The API rejected "
         "the token: set SOURCES__ANALYTICS__API_TOKEN, or api_token under [sources.analytics] "
         "in .dlt/secrets.toml."
     ) in output

@@ -325,3 +325,46 @@ def test_concurrency_above_what_the_api_admits_paces_down_and_stays_exact(
     assert env.throttled > 0, "the cap was never reached: the test proves nothing"
     # without pacing, 5 of every 8 requests would meet the cap
     assert env.throttled < served / 4, (env.throttled, served)
+
+
+def test_a_page_past_the_end_that_stalls_holds_up_nothing(env: SampleApiServer) -> None:
+    env.account.tests[:] = build_account(project_counts=(40,), tests_per_project=(1,)).tests
+    env.add_fault(
+        Fault(
+            "/loadtests/v2/tests", 200, times=1, kind="stall", stall_seconds=20, query={"page": "3"}
+        )
+    )
+
+    started = time.monotonic()
+    assert run_sync("tests").success
+
+    assert time.monotonic() - started < 10, "the sync waited for a page it did not need"
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        (json.dumps({"detail": "Invalid page."}), "changed while paged"),
+        (json.dumps({"error": {"message": "gone", "code": "not_found"}}), "fails"),
+    ],
+    ids=["drf-invalid-page", "other-404"],
+)
+def test_a_404_on_a_page_a_total_promises(
+    env: SampleApiServer, warehouse: Path, body: str, outcome: str
+) -> None:
+    # 65 tests and a total: page 3 should exist; DRF's answer means the list shrank meanwhile
+    env.send_count = True
+    env.account.tests[:] = build_account(project_counts=(65,), tests_per_project=(1,)).tests
+    env.add_fault(Fault("/loadtests/v2/tests", 404, times=10, body=body, query={"page": "3"}))
+
+    result = run_sync("tests", raise_on_error=False)
+
+    if outcome == "fails":
+        assert "404 Client Error" in failure_message(result)
+        assert f"{env.url}/loadtests/v2/tests" in failure_message(result)
+    else:
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        metadata = event.step_materialization_data.materialization.metadata
+        assert metadata["listing"].value == outcome
+        assert "page 3 was gone" in metadata["ghosts_note"].value

@@ -3,7 +3,7 @@
 A clean failure names the cause and leaves the warehouse as the last good run left it.
 
 Most faults that must fail are injected into the organizations list; the tests at the end inject
-them into the tests list, which loads in the second step but is fetched before the first writes.
+them into the tests list: one dlt run extracts every list before it loads any.
 """
 
 import time
@@ -211,9 +211,12 @@ def loaded_ids(path: Path, table: str) -> set[int]:
     return {row[0] for row in query(path, f"SELECT id FROM analytics.{table}")}
 
 
-def test_without_a_total_a_ghost_goes_after_two_listings_without_it(
-    env: SampleApiServer, warehouse: Path
+@pytest.mark.parametrize("with_count", [True, False], ids=["meta.count", "seed-contract"])
+def test_a_ghost_goes_after_two_complete_listings_without_it(
+    env: SampleApiServer, warehouse: Path, with_count: bool
 ) -> None:
+    # a total is no proof of a whole listing: a deletion and an insertion keep it unchanged
+    env.send_count = with_count
     assert run_sync().success
     gone_project = env.account.projects.pop(5)
     gone_test = env.account.tests.pop(7)
@@ -233,17 +236,18 @@ def test_without_a_total_a_ghost_goes_after_two_listings_without_it(
     assert report["projects"]["sample_ghost_ids"] == [gone_project["id"]]
 
 
-def test_with_a_total_a_ghost_goes_at_once(env: SampleApiServer, warehouse: Path) -> None:
-    env.send_count = True
-    assert run_sync().success
-    gone_test = env.account.tests.pop(7)
+def test_a_whole_list_in_one_answer_loses_its_ghosts_at_once(
+    env: SampleApiServer, warehouse: Path
+) -> None:
+    assert run_sync("organizations").success
+    gone = env.account.organizations.pop(1)
 
-    result = run_sync()
+    result = run_sync("organizations")
 
-    assert loaded_ids(warehouse, "tests") == {t["id"] for t in env.account.tests}
-    report = materialized(result)["tests"]
-    assert (report["listing"], report["ghosts_removed"]) == ("verified", 1)
-    assert report["sample_ghost_ids"] == [gone_test["id"]]
+    assert loaded_ids(warehouse, "organizations") == {o["id"] for o in env.account.organizations}
+    report = materialized(result)["organizations"]
+    assert (report["listing"], report["ghosts_removed"]) == ("whole", 1)
+    assert report["sample_ghost_ids"] == [gone["id"]]
 
 
 def test_an_empty_list_from_an_api_that_had_rows_is_not_taken_as_deletion(
@@ -281,9 +285,9 @@ def test_a_row_deleted_while_the_list_is_paged_loses_no_live_row(
     if with_count:  # the total moved: the run says the list changed
         assert report["listing"] == "changed while paged"
         assert "the total went from" in report["ghosts_note"]
-    # the deleted row was served on page 1 before it went: without a total it is a ghost once
-    # two listings did not serve it; with one, the next clean listing proves it gone
-    for _ in range(1 if with_count else 2):
+    # the deleted row was served on page 1 before it went: it is a ghost once the two listings
+    # after that one did not serve it
+    for _ in range(2):
         assert run_sync("tests").success
     assert loaded_ids(warehouse, "tests") == {t["id"] for t in env.account.tests}
 
@@ -347,7 +351,7 @@ def test_a_sync_after_a_failed_one_is_consistent(
 def test_tests_fetched_for_a_run_that_stopped_are_never_loaded_later(
     env: SampleApiServer, warehouse: Path, last_good: dict
 ) -> None:
-    # the first step fetches tests, then fails loading organizations: the fetch stays pending
+    # a run fails after its tests were fetched: nothing it fetched may load later
     env.add_fault(Fault("/v3/organizations/", status=503, times=100))
     assert not run_sync(raise_on_error=False).success
     env.clear_faults()
@@ -358,3 +362,49 @@ def test_tests_fetched_for_a_run_that_stopped_are_never_loaded_later(
     assert query(warehouse, "SELECT name FROM analytics.tests ORDER BY id LIMIT 1") == [
         ("changed again",)
     ]
+
+
+@pytest.fixture
+def k6(env: SampleApiServer, monkeypatch: pytest.MonkeyPatch) -> SampleApiServer:
+    """The sample API in the real service's dialect: tests listed per project."""
+    env.tests_key = "k6-tests"
+    monkeypatch.setenv("SOURCES__ANALYTICS__DIALECT", "k6")
+    return env
+
+
+def test_tests_listed_from_a_projects_list_that_changed_keep_every_row(
+    k6: SampleApiServer, warehouse: Path
+) -> None:
+    k6.send_count = True
+    assert run_sync().success
+    big = max(
+        k6.account.organizations,
+        key=lambda o: sum(p["organization_id"] == o["id"] for p in k6.account.projects),
+    )
+    first = min(p["id"] for p in k6.account.projects if p["organization_id"] == big["id"])
+    # a project goes while its organization's list is paged: the one after it slips out unseen
+    path = f"/v3/organizations/{big['id']}/projects"
+    k6.add_list_change(ListChange(path, after_page=1, delete_id=first))
+    before = loaded_ids(warehouse, "tests")
+
+    result = run_sync()
+
+    report = materialized(result)
+    assert report["projects"]["listing"] == "changed while paged"
+    assert report["tests"]["listing"] == "changed while paged"
+    assert "the projects list it was listed from changed" in report["tests"]["ghosts_note"]
+    assert loaded_ids(warehouse, "tests") >= before, "tests of a live project were deleted"
+
+
+def test_a_list_that_only_feeds_a_child_records_no_listing(
+    k6: SampleApiServer, warehouse: Path
+) -> None:
+    # k6 lists tests per project: a tests-only run pages the projects but loads none of them
+    assert run_sync().success
+    gone = k6.account.projects.pop(5)
+    assert run_sync("tests").success
+
+    assert run_sync("projects").success
+    assert gone["id"] in loaded_ids(warehouse, "projects"), "removed after one listing"
+    assert run_sync("projects").success
+    assert gone["id"] not in loaded_ids(warehouse, "projects")

@@ -9,10 +9,9 @@ import pytest
 
 from analytics_assets.sample_api import Fault, SampleApiServer, build_account
 from analytics_assets.sources.analytics import InsecureBaseUrl, analytics
-from analytics_assets_tests.conftest import run_sync
+from analytics_assets_tests.conftest import REPO, run_sync
 from analytics_assets_tests.test_http import failure_message
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "tok-RECOGNIZABLE-7f3a9c51"
 
 

@@ -1,8 +1,9 @@
 """End to end: `dagster dev` (webserver + daemon) from workspace.yaml, driven like a user would.
 
 One `dagster dev` serves the whole module: the GraphQL test launches `analytics_sync` through the
-API and waits for it; the browser test then looks at the asset graph and a checks tab in
-headless Chromium (Debian's package, driven by Playwright; no browser is downloaded).
+API and waits for it; the browser tests then look at what a data engineer sees (the asset graph,
+checks tabs and their SQL, an asset's freshness policy and columns, the catalog's descriptions)
+in headless Chromium (Debian's package, driven by Playwright; no browser is downloaded).
 """
 
 import os
@@ -20,12 +21,18 @@ import pytest
 import requests
 
 from analytics_assets.sample_api import SampleApiServer, build_account
+from analytics_assets.sources.analytics.settings import COLUMN_DESCRIPTIONS, DESCRIPTIONS, TESTS
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "screenshots"
 STARTUP_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 300
 CHECKS_PER_ASSET = {"organizations": 3, "projects": 3, "tests": 5}
+# The daemon evaluates freshness every 30 s by default; the freshness test waits for one pass.
+FRESHNESS_DAEMON_INTERVAL_S = 5
+FRESHNESS_TIMEOUT_S = 60
+# The SQL dialog of a check: lines a reader takes in without scrolling sideways.
+MAX_SQL_LINE_CHARS = 100
 
 ASSETS_QUERY = """
 query {
@@ -70,6 +77,10 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
     tmp = tmp_path_factory.mktemp("dagster-dev")
     home = tmp / "dagster_home"
     home.mkdir()
+    # The community dialog ("Join the Dagster community") opens a second after a page loads on a
+    # new instance and covers whatever a test clicks next; this file says a user dismissed it.
+    (home / ".nux").mkdir()
+    (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
     port = free_port()
     log = tmp / "dagster-dev.log"
     with SampleApiServer(build_account()) as api, open(log, "w") as out:
@@ -80,6 +91,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
             "SOURCES__ANALYTICS__API_TOKEN": api.token,
             "DESTINATION__DUCKDB__CREDENTIALS": str(tmp / "warehouse.duckdb"),
             "DLT_DATA_DIR": str(tmp / "dlt"),
+            "FRESHNESS_DAEMON_INTERVAL_SECONDS": str(FRESHNESS_DAEMON_INTERVAL_S),
         }
         dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
         command = [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
@@ -191,13 +203,17 @@ def browser() -> Iterator[object]:
 
 
 def open_page(browser, url: str):
-    """A fresh page at `url`, past the first-visit community dialog."""
+    """A fresh page at `url` (the instance has seen the community dialog: `dagster_dev`)."""
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     page.goto(url, wait_until="networkidle")
-    skip = page.get_by_role("button", name="Skip")
-    if skip.count():
-        skip.first.click()
     return page
+
+
+def sidebar_section(page, title: str):
+    """The content of an asset page's collapsible section (overview or sidebar) named `title`."""
+    button = page.locator("button[aria-controls]").filter(has=page.get_by_text(title, exact=True))
+    button.wait_for(timeout=60_000)
+    return page.locator(f"[id='{button.get_attribute('aria-controls')}']")
 
 
 def test_asset_graph_shows_the_three_tables_and_their_edges(
@@ -251,3 +267,126 @@ def test_checks_tab_lists_every_check_with_its_status(
     }
     assert all("Succeeded" in text for text in statuses.values()), statuses
     page.get_by_text("Passed", exact=True).first.wait_for(timeout=30_000)
+
+
+def test_asset_page_states_the_freshness_policy_in_days(
+    dagster_dev: DagsterDev, synced: str, browser
+) -> None:
+    page = open_page(browser, f"{dagster_dev.url}/assets/analytics/tests")
+    panel = sidebar_section(page, "Freshness policy")
+    panel.get_by_text("since last materialization").first.wait_for(timeout=60_000)
+    panel.scroll_into_view_if_needed()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "tests-freshness-policy.png")
+
+    lines = panel.inner_text().splitlines()
+    assert lines[-2:] == [
+        "Fails if more than 3 days since last materialization",
+        "Warns if more than 2 days since last materialization",
+    ], lines
+
+
+def test_freshness_daemon_marks_the_synced_table_passing(
+    dagster_dev: DagsterDev, synced: str, browser
+) -> None:
+    deadline = time.monotonic() + FRESHNESS_TIMEOUT_S
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        page = open_page(browser, f"{dagster_dev.url}/assets/analytics/tests")
+        panel = sidebar_section(page, "Freshness policy")
+        panel.get_by_text("since last materialization").first.wait_for(timeout=60_000)
+        lines = panel.inner_text().splitlines()
+        if lines[0] != "Not evaluated":  # the daemon has not evaluated it since the sync
+            break
+        page.close()
+        time.sleep(FRESHNESS_DAEMON_INTERVAL_S / 2)
+    panel.scroll_into_view_if_needed()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "tests-freshness-passing.png")
+
+    assert lines[0] == "Passing", lines
+    assert lines[1].startswith("Last materialized "), lines
+    assert lines[1].endswith(" ago"), lines
+
+
+def test_columns_table_describes_every_seed_column(
+    dagster_dev: DagsterDev, synced: str, browser
+) -> None:
+    page = open_page(browser, f"{dagster_dev.url}/assets/analytics/tests")
+    section = sidebar_section(page, "Columns")
+    section.get_by_text("test_run_ids", exact=True).wait_for(timeout=60_000)
+    section.scroll_into_view_if_needed()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "tests-columns.png")
+
+    shown = section.locator("table").first.evaluate(
+        """table => Object.fromEntries(Array.from(table.querySelectorAll('tbody tr'))
+             .map(tr => tr.querySelectorAll('td'))
+             .map(td => [td[0].querySelector('span').innerText, td[2].innerText.trim()]))"""
+    )
+    assert shown["test_run_ids"] == "Ids of every run of the test, as a JSON array."
+    assert shown["id"] == "The test's id, the primary key."
+    assert {name: shown.get(name) for name in COLUMN_DESCRIPTIONS[TESTS]} == COLUMN_DESCRIPTIONS[
+        TESTS
+    ]
+
+
+def test_check_sql_dialog_shows_every_statement_line_by_line_in_full(
+    dagster_dev: DagsterDev, synced: str, browser
+) -> None:
+    checks = f"{dagster_dev.url}/assets/analytics/tests?view=checks"
+    page = open_page(browser, checks)
+    rows = page.locator("[class*='AssetChecks_checkRow']")
+    rows.nth(CHECKS_PER_ASSET["tests"] - 1).wait_for(timeout=60_000)
+    names = [
+        rows.nth(i).locator("[title]").first.get_attribute("title") for i in range(rows.count())
+    ]
+    assert len(names) == CHECKS_PER_ASSET["tests"]
+    SCREENSHOTS.mkdir(exist_ok=True)
+
+    for name in names:
+        page.close()
+        page = open_page(browser, f"{checks}&checkDetail={name}")
+        sql_row = page.locator("tr:has(> td:text-is('sql'))")
+        sql_row.get_by_text("[Show Markdown]").click(timeout=60_000)
+        dialog = page.get_by_role("dialog")
+        code = dialog.locator("pre code")
+        code.wait_for(timeout=10_000)
+        page.screenshot(path=SCREENSHOTS / f"tests-check-sql-{name}.png")
+
+        text = code.inner_text()
+        lines = text.rstrip("\n").splitlines()
+        assert dialog.get_by_text("sql", exact=True).count() == 1, name  # the dialog's title
+        assert text.count("\n") > 1, (name, text)
+        assert any(line.startswith("SELECT ") for line in lines), (name, text)
+        assert lines[-1].endswith(";"), (name, text)
+        assert max(len(line) for line in lines) <= MAX_SQL_LINE_CHARS, (name, text)
+        # nothing is cut off: the code block fits its dialog, with no sideways scrolling
+        fits = code.evaluate(
+            """code => {
+                 const box = code.closest('[role=dialog]').getBoundingClientRect();
+                 const pre = code.parentElement.getBoundingClientRect();
+                 const scroller = code.closest('[style*="overflow: auto"]');
+                 return pre.left >= box.left && pre.right <= box.right
+                   && scroller.scrollWidth <= scroller.clientWidth
+                   && code.scrollWidth <= code.parentElement.clientWidth;
+               }"""
+        )
+        assert fits, (name, text)
+        dialog.get_by_role("button", name="Close").click()
+        dialog.wait_for(state="detached")
+
+
+def test_catalog_shows_each_description_as_plain_words(
+    dagster_dev: DagsterDev, synced: str, browser
+) -> None:
+    page = open_page(browser, f"{dagster_dev.url}/assets")
+    page.get_by_text(DESCRIPTIONS[TESTS], exact=True).wait_for(timeout=60_000)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "catalog-descriptions.png")
+
+    for table, description in DESCRIPTIONS.items():
+        shown = page.get_by_text(description, exact=True)
+        assert shown.count() == 1, table
+        assert "`" not in shown.inner_text(), table
+    assert "`" not in page.locator("body").inner_text()

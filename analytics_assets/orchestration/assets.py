@@ -1,7 +1,7 @@
 """The three analytics tables as Dagster assets: one dlt run per sync, with dagster-dlt.
 
 dlt extracts every selected list before it loads any, so a fault in one list fails the run with
-every table as the last good run left it. The checks are separate steps (`checks.py`).
+every table as the last good run left it. The checks run in a step of their own (`checks.py`).
 """
 
 from collections.abc import Iterator, Mapping
@@ -24,7 +24,7 @@ from dlt.common.runtime.collector import LogCollector
 
 from analytics_assets.sources.analytics import ApiSettings, analytics
 from analytics_assets.sources.analytics.pipeline import (
-    analytics_pipeline,
+    declared_pipeline,
     loader_file_format,
     table_reports,
     warehouse_lock,
@@ -87,7 +87,7 @@ class AnalyticsTranslator(DagsterDltTranslator):
     # The specs need only the resources' names; each run builds its own source from the
     # configured settings, so the code location loads before a token is set.
     dlt_source=analytics(ApiSettings()),
-    dlt_pipeline=analytics_pipeline(),
+    dlt_pipeline=declared_pipeline(),
     name="analytics_dlt",
     dagster_dlt_translator=AnalyticsTranslator(),
     pool=WAREHOUSE_POOL,

@@ -5,9 +5,6 @@ the change sensor start STOPPED; the run-failure sensor, which only reads Dagste
 starts RUNNING.
 """
 
-import json
-from typing import Any
-
 import dlt
 import requests
 from dagster import (
@@ -60,15 +57,16 @@ analytics_daily = ScheduleDefinition(
     description=(
         "Every 15 minutes, polls the organizations list and the first page of tests (two "
         "requests, bounded well inside the 60 s a sensor may take) and launches analytics_sync "
-        "when they changed since the last poll. The first poll after it is turned on always "
-        "launches a sync."
+        "when they changed since the last poll. Its first poll ever (or after its cursor is "
+        "reset) launches a sync."
     ),
 )
 def analytics_change_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     """Launch a sync when the API's cheap fingerprint differs from the one in the cursor.
 
-    The cursor counts the changes seen, and each run key carries that count: an upstream that
-    returns to an earlier state (A, B, then A again) is a change too, and syncs again.
+    The cursor alone decides what is new. A run key would be deduplicated over the sensor's
+    whole history: an upstream that returns to an earlier state (A, B, then A again) would
+    never sync again.
     """
     try:
         fingerprint = upstream_fingerprint()
@@ -77,30 +75,12 @@ def analytics_change_sensor(context: SensorEvaluationContext) -> SensorResult | 
     except requests.RequestException as e:
         context.log.warning(f"Analytics API unreachable, poll skipped: {_describe(e)}")
         return SkipReason(f"Analytics API unreachable: {_describe(e)}")
-    last = _read_cursor(context.cursor)
-    if fingerprint == last["fingerprint"]:
+    if fingerprint == context.cursor:
         return SkipReason("No upstream change since the last poll.")
-    changes = last["changes"] + 1
-    run_key = f"upstream-change-{changes}-{fingerprint[:12]}"
     return SensorResult(
-        run_requests=[RunRequest(run_key=run_key, tags={"analytics/trigger": "upstream"})],
-        cursor=json.dumps({"fingerprint": fingerprint, "changes": changes}),
+        run_requests=[RunRequest(tags={"analytics/trigger": "upstream"})],
+        cursor=fingerprint,
     )
-
-
-def _read_cursor(cursor: str | None) -> dict[str, Any]:
-    """The last fingerprint and the number of changes so far (a bare digest: an older cursor)."""
-    try:
-        value = json.loads(cursor) if cursor else {}
-    except ValueError:
-        value = {"fingerprint": cursor}
-    if not isinstance(value, dict):
-        value = {}
-    changes = value.get("changes")
-    return {
-        "fingerprint": value.get("fingerprint"),
-        "changes": changes if isinstance(changes, int) else 0,
-    }
 
 
 def _describe(error: requests.RequestException) -> str:
@@ -112,11 +92,13 @@ def _describe(error: requests.RequestException) -> str:
 
 @run_failure_sensor(
     name="analytics_failure_sensor",
-    monitored_jobs=[analytics_sync, analytics_checks],
+    # no monitored_jobs: every job of the code location, the UI's "Materialize" (an implicit
+    # asset job) included
     default_status=DefaultSensorStatus.RUNNING,
     description=(
-        "Reports a failed sync or a failed blocking check in one log line, and posts it as JSON "
-        f"to the webhook in the `{WEBHOOK_SETTING}` secret when one is set."
+        "Reports a failed run of this code location (a sync, the checks, a materialization from "
+        "the UI), each failed step's cause on one line, and posts it as JSON "
+        f"to the webhook in the {WEBHOOK_SETTING} secret when one is set."
     ),
 )
 def analytics_failure_sensor(context: RunFailureSensorContext) -> None:

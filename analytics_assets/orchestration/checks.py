@@ -57,8 +57,9 @@ class Warehouse:
         return self._columns[name]
 
     def columns_sql(self, name: str) -> str:
-        """What dlt asks the warehouse for a table's columns."""
+        """A query equivalent to the one dlt runs for a table's columns (`get_storage_table`)."""
         return (
+            "-- dlt's get_storage_table asks the warehouse the equivalent of:\n"
             "SELECT column_name, data_type\nFROM information_schema.columns\n"
             f"WHERE table_schema = '{self._sql.dataset_name}'\n  AND table_name = '{name}'"
         )

@@ -269,21 +269,21 @@ HINTS: dict[str, Any] = {
 }
 
 
-def organizations_resource(client: ApiClient) -> DltResource:
+def organizations_resource(client: ApiClient, listing: Listing) -> DltResource:
     """`GET /v3/organizations`, selector `organizations`: one page, the whole list."""
-    listing = Listing(ORGANIZATIONS)
 
     def organizations() -> Iterator[list[dict[str, Any]]]:
         records = client.get_list(ORGANIZATIONS_PATH, ORGANIZATIONS)
         yield from listing.served([Page(1, records, total=None)])
-        listing.close(paged=False)
+        listing.close()
 
     return dlt.resource(organizations, name=ORGANIZATIONS, columns=SCHEMA[ORGANIZATIONS], **HINTS)
 
 
-def projects_resource(client: ApiClient, organizations: DltResource) -> DltResource:
+def projects_resource(
+    client: ApiClient, listing: Listing, organizations: DltResource
+) -> DltResource:
     """`GET /v3/organizations/{organization_id}/projects` for each organization, paged."""
-    listing = Listing(PROJECTS)
 
     def projects(orgs: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         lists = (client.list_spec(PROJECTS_PATH.format(organization_id=o["id"])) for o in orgs)
@@ -295,7 +295,9 @@ def projects_resource(client: ApiClient, organizations: DltResource) -> DltResou
     )
 
 
-def tests_resource(client: ApiClient, dialect: str, projects: DltResource) -> DltResource:
+def tests_resource(
+    client: ApiClient, listing: Listing, dialect: str, projects: DltResource
+) -> DltResource:
     """`GET /loadtests/v2/tests`, paged; in the k6 dialect once per project (`?project_id=`).
 
     The seed's single list comes as Arrow tables, which dlt writes as parquet while it extracts
@@ -303,7 +305,6 @@ def tests_resource(client: ApiClient, dialect: str, projects: DltResource) -> Dl
     """
     profile = DIALECTS[dialect]
     selector = profile["tests_key"]
-    listing = Listing(TESTS)
     hints = {"name": TESTS, "columns": SCHEMA[TESTS], **HINTS}
 
     if profile["tests_per_project"]:
@@ -347,9 +348,15 @@ def analytics(settings: ApiSettings | None = None) -> list[DltResource]:
     """
     settings = settings or api_settings()
     client = settings.client()
-    organizations = organizations_resource(client)
-    projects = projects_resource(client, organizations)
-    return [organizations, projects, tests_resource(client, settings.dialect, projects)]
+    listed_organizations = Listing(ORGANIZATIONS, paged=False)
+    listed_projects = Listing(PROJECTS, parent=listed_organizations)
+    # the k6 dialect lists tests per project: they can be no better listed than the projects
+    per_project = DIALECTS[settings.dialect]["tests_per_project"]
+    listed_tests = Listing(TESTS, parent=listed_projects if per_project else None)
+    organizations = organizations_resource(client, listed_organizations)
+    projects = projects_resource(client, listed_projects, organizations)
+    tests = tests_resource(client, listed_tests, settings.dialect, projects)
+    return [organizations, projects, tests]
 
 
 # A poll's two requests take at most 2 x (2 attempts x 5 s + 0.5 s + 5 s of 429s) = 31 s, well

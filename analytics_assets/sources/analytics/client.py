@@ -142,6 +142,8 @@ class PacedAdapter(HTTPAdapter):
         while True:
             with self.limit.slot() as sent_in:
                 response = super().send(request, *args, **kwargs)
+                if not kwargs.get("stream"):
+                    response.content  # noqa: B018 - the body too, while the slot is held
             if response.status_code != 429:
                 self.limit.succeeded()
                 return response
@@ -265,7 +267,15 @@ class Page:
 
 
 class PastTheEnd(Exception):
-    """A 404 for a page after the first: the list may end before it (Django REST Framework)."""
+    """A 404 for a page after the first: the list may end before it (Django REST Framework).
+
+    `invalid_page` when the body says so, as DRF's page-number pagination answers past the end.
+    """
+
+    def __init__(self, error: requests.HTTPError, invalid_page: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.invalid_page = invalid_page
 
 
 @dataclass
@@ -333,6 +343,10 @@ class _Paging:
             number = self.full_prefix + 1
             answer = self.answers.pop(number)
             if isinstance(answer, PastTheEnd):
+                if number <= (self.promised_last or 0):
+                    if not answer.invalid_page:
+                        raise answer.error  # the total says this page exists: a real 404
+                    self.drift.append(f"page {number} was gone, {self.total} rows promised")
                 self.end = number - 1  # every page before it was full
             elif isinstance(answer, BaseException):
                 raise answer
@@ -341,9 +355,9 @@ class _Paging:
             else:
                 self.full_prefix = number
 
-    def done(self, in_flight: bool) -> bool:
-        """Whether the list has ended and nothing more of it is on its way."""
-        return self.end is not None and not in_flight
+    def done(self) -> bool:
+        """Whether the list has ended: pages still on their way are past its end."""
+        return self.end is not None
 
     def close(self) -> list[str]:
         """The list's drift: a total it did not keep, rows found on pages past its end."""
@@ -385,6 +399,7 @@ class _Lists:
         self._arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.RLock()  # a callback may run at once, in the thread that asks
         self._stopped = False
+        self._exhausted = False  # every list of `todo` was started
 
     def arrivals(self) -> Iterator[Page]:
         """The pages as they arrive, until every list has ended."""
@@ -394,6 +409,8 @@ class _Lists:
             if isinstance(item, BaseException):
                 raise item
             yield item
+            with self._lock:  # a page was taken: room to ask for more
+                self._ask()
 
     def stop(self) -> None:
         """Ask for nothing more."""
@@ -401,7 +418,13 @@ class _Lists:
             self._stopped = True
 
     def _ask(self) -> None:
-        while not self._stopped and len(self._in_flight) < self._client.concurrency:
+        # pages that dlt has not taken yet are bounded too: fetching never runs far ahead of it
+        concurrency = self._client.concurrency
+        while (
+            not self._stopped
+            and len(self._in_flight) < concurrency
+            and self._arrived.qsize() < 2 * concurrency
+        ):
             paging = self._next_to_ask()
             if paging is None:
                 break
@@ -410,7 +433,7 @@ class _Lists:
             future = self._pool.submit(self._client.page, spec, number, self._selector)
             self._in_flight[future] = (paging, number)
             future.add_done_callback(self._answered)
-        if not self._in_flight and not self._stopped:
+        if not self._active and self._exhausted and not self._stopped:
             self._stopped = True
             self._arrived.put(_DONE)
 
@@ -419,10 +442,11 @@ class _Lists:
         for paging in self._active:
             if paging.wants(window):
                 return paging
-        spec = next(self._todo, None)
+        spec = None if self._exhausted else next(self._todo, None)
         if spec is not None:
             self._active.append(_Paging(spec, self._client.page_size))
             return self._active[-1]
+        self._exhausted = True
         for paging in self._active:
             if paging.wants(window) is None:
                 return paging
@@ -431,17 +455,18 @@ class _Lists:
     def _answered(self, future: Future[Page]) -> None:
         with self._lock:
             paging, number = self._in_flight.pop(future)
-            if self._stopped or future.cancelled():
-                return
+            ended = not any(active is paging for active in self._active)
+            if self._stopped or future.cancelled() or ended:
+                return  # a page past the end of a list already handed on: discarded
             try:
                 page = paging.receive(number, future.exception() or future.result())
-                if page is not None:
-                    self._arrived.put(page)
-                if paging.done(in_flight=any(p is paging for p, _ in self._in_flight.values())):
+                if paging.done():
                     self._active.remove(paging)
                     drift = paging.close()
                     if self._on_list_done is not None:
                         self._on_list_done(paging.spec, drift)
+                if page is not None:  # after the list's drift is noted: it may be the last page
+                    self._arrived.put(page)
                 self._ask()
             except BaseException as error:  # a page the sync needs failed: so does the sync
                 # raised here, the error would only be logged by the pool: hand it to the sync
@@ -454,9 +479,11 @@ class ApiClient:
     """GETs against the analytics API: one list body, or many paged lists at once.
 
     Pages of a list are asked for up to `concurrency` pages ahead of the last full one; the
-    first short page ends the list, and pages fetched beyond it are discarded, whether they came
-    back empty, as a 404 or with rows (a list that grew while it was paged, noted as drift).
-    With a total (`meta.count`), exactly the pages it promises are asked for.
+    first short page (or a 404 after full pages) ends the list. Pages asked for beyond the end
+    are not waited for, and what they answer is discarded: empty, a 404, an error. Rows on one
+    mean the list grew while it was paged: they are handed on when they arrive before the end is
+    known, and noted as drift either way. With a total (`meta.count`), exactly the pages it
+    promises are asked for.
     """
 
     session: Session
@@ -503,20 +530,28 @@ class ApiClient:
         At most `concurrency` requests are asked for at once: pages known to exist first, then
         the first page of the next list, then pages ahead of a list without a total.
         """
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="analytics-pages") as pool:
-            paging = _Lists(self, iter(lists), selector, on_list_done, pool)
-            try:
-                yield from paging.arrivals()
-            finally:
-                paging.stop()
-                pool.shutdown(wait=True, cancel_futures=True)
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="analytics-pages")
+        paging = _Lists(self, iter(lists), selector, on_list_done, pool)
+        try:
+            yield from paging.arrivals()
+        finally:
+            paging.stop()
+            # a page still on its way is past the end of its list (or the sync failed): it
+            # finishes on its own, and nothing waits for it
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def page(self, spec: ListSpec, number: int, selector: str) -> Page:
         """One page of a list; past the first, a 404 raises `PastTheEnd`."""
         params = {**spec.params, PAGE_PARAM: number, PAGE_SIZE_PARAM: self.page_size}
         response = self._get(spec.url, params)
-        if response.status_code == 404 and number > 1:
-            response.close()
-            raise PastTheEnd(f"GET {response.url} returned 404")
-        response.raise_for_status()
+        try:
+            response.raise_for_status()
+        except requests.HTTPError as error:
+            if response.status_code != 404 or number == 1:
+                raise
+            try:
+                invalid_page = json_body(response) == {"detail": "Invalid page."}
+            except ValueError:
+                invalid_page = False
+            raise PastTheEnd(error, invalid_page) from error
         return Page(number, checked_list(response, selector), total_count(response))

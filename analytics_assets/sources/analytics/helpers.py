@@ -30,32 +30,37 @@ class ContractViolation(ValueError):
 
 
 # How a run listed a table, from least to most trusted for deleting rows it did not serve.
-EMPTY, CHANGED, COMPLETE, VERIFIED = "empty", "changed while paged", "complete", "verified"
+EMPTY, CHANGED, COMPLETE, WHOLE = "empty", "changed while paged", "complete", "whole"
+# Load ids kept in a table's listing history at most: a table that keeps coming back empty or
+# changed must not grow dlt's state for ever. Rows older than that go at the next complete listing.
+HISTORY = 30
 
 
 class Listing:
     """What this run served of one table, and which rows the ghost removal may delete after it.
 
-    Rows the API no longer serves ("ghosts") go once a listing can be trusted to be whole:
-    - verified (every list carried a total that held still, or the list has no pages): rows
-      this run did not serve go now;
-    - complete (no total, nothing seen to change): rows go when the last two complete
-      listings both did not serve them, since a row deleted upstream while a list without a
-      total is paged shifts the next row out of that listing unseen;
-    - changed (a row served twice, a total that moved, rows beyond the end) or empty (an outage
-      looks the same as a deletion of everything): nothing goes.
+    Rows the API no longer serves ("ghosts") go once a listing can be trusted:
+    - whole (a list of one request, like the organizations): rows this run did not serve go now;
+    - complete (paged, nothing seen to change): rows go when the last two complete listings both
+      did not serve them. A row deleted upstream while a list is paged shifts the next row out
+      of that listing unseen, and a total can hide it (an insertion elsewhere keeps the count);
+    - changed (a row served twice, a total that moved, rows past the end, or a parent list that
+      changed: its children's lists were chosen from it) or empty (an outage looks the same as a
+      deletion of everything): nothing goes.
 
     The decision and the history it needs live in the resource's dlt state, which dlt stores in
-    the destination with the load, so a failed run changes neither.
+    the destination with the load, so a failed run changes neither. A resource that only feeds a
+    selected child records nothing: it loads nothing this run.
     """
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, paged: bool = True, parent: "Listing | None" = None) -> None:
         self.table = table
+        self.paged = paged
+        self.parent = parent
         self.conform = conform_to(table, SEED_TYPES[table])
         self.rows = 0
         self.duplicates: list[Any] = []
         self.drift: list[str] = []
-        self.totals = True
         self._seen: set[Any] = set()
 
     def served(self, pages: Iterable[Page]) -> Iterator[list[dict[str, Any]]]:
@@ -68,8 +73,6 @@ class Listing:
         progress = dlt.current.pipeline().collector
         for page in pages:
             progress.update(f"{self.table} pages")
-            if page.total is None:
-                self.totals = False
             yield self._admit([self.conform(record) for record in page.items])
 
     def _admit(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -87,7 +90,7 @@ class Listing:
         """What one list showed of a change while it was paged."""
         self.drift.extend(f"{reason} ({spec.url})" for reason in reasons)
 
-    def status(self, paged: bool) -> tuple[str, str]:
+    def status(self) -> tuple[str, str]:
         """How far this listing can be trusted, and why."""
         if self.rows == 0:
             return EMPTY, "the API served no rows, which an outage would look like too"
@@ -95,28 +98,33 @@ class Listing:
             served_twice = self.duplicates[:SAMPLE_SIZE]
             reasons = ([f"rows served twice: {served_twice}"] if served_twice else []) + self.drift
             return CHANGED, "the list changed while it was paged: " + "; ".join(reasons[:3])
-        if not paged or self.totals:
-            return VERIFIED, "every row the API has was served"
-        return COMPLETE, "no total to check against: a row is removed after two such listings"
+        if self.parent is not None and self.parent.status()[0] in (CHANGED, EMPTY):
+            reason = f"the {self.parent.table} list it was listed from changed while it was paged"
+            return CHANGED, reason
+        if not self.paged:
+            return WHOLE, "the whole list came in one answer"
+        return COMPLETE, "a row is removed once two complete listings in a row did not serve it"
 
-    def close(self, paged: bool = True) -> None:
+    def close(self) -> None:
         """Record this listing, and the rows the ghost removal keeps, in the resource's state.
 
         Called at the end of each call of the resource; a transformer called once per parent
         page adds to the same record, so the last call's record covers the whole run.
         """
+        if not dlt.current.resource().selected:
+            return
         state = dlt.current.resource_state(self.table)
         load_id = current_load_id()
         recorded = state.get("listing") or {}
         # the load ids since the last complete listing, as they were before this run
         before = recorded["before"] if recorded.get("load_id") == load_id else state.get("since")
-        status, reason = self.status(paged)
-        if status == VERIFIED:
+        status, reason = self.status()
+        if status == WHOLE:
             keep, since = [load_id], [load_id]
         elif status == COMPLETE:
             keep, since = (None if before is None else [*before, load_id]), [load_id]
         else:
-            keep, since = None, (None if before is None else [*before, load_id])
+            keep, since = None, (None if before is None else [*before, load_id][-HISTORY:])
         state["since"] = since
         state["listing"] = {
             "load_id": load_id,

@@ -80,6 +80,21 @@ def duckdb_credentials(pipeline: dlt.Pipeline) -> DuckDbCredentials:
     return credentials
 
 
+def declared_pipeline() -> dlt.Pipeline:
+    """The pipeline the definitions describe, for its destination: in a working dir of its own.
+
+    dlt wipes a pipeline's working dir when it creates the pipeline and finds no state there,
+    which a running sync's dir has for a moment (dagster-dlt drops the local state first). The
+    definitions load in other processes while a sync runs (a step process, a code server).
+    """
+    return dlt.pipeline(
+        pipeline_name=PIPELINE_NAME,
+        pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"),
+        destination=Destination.from_reference(destination_type()),
+        dataset_name=DATASET_NAME,
+    )
+
+
 def is_duckdb(pipeline: dlt.Pipeline) -> bool:
     """DuckDB takes one writer process at a time, and keeps its data in a local file."""
     return pipeline.destination.destination_type == DUCKDB

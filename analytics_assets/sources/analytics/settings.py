@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-if TYPE_CHECKING:  # constants only: importing dlt here would slow every definitions load
+if TYPE_CHECKING:  # constants only: this module imports nothing at run time
     from dlt.common.schema.typing import TTableSchemaColumns
 
 SOURCE_NAME: Final = "analytics"
