@@ -352,6 +352,8 @@ def test_check_sql_dialog_shows_every_statement_line_by_line_in_full(
         dialog = page.get_by_role("dialog")
         code = dialog.locator("pre code")
         code.wait_for(timeout=10_000)
+        # the dialog fades and grows in: measure and screenshot it once it stands still
+        page.evaluate("() => Promise.all(document.getAnimations().map(a => a.finished))")
         page.screenshot(path=SCREENSHOTS / f"tests-check-sql-{name}.png")
 
         text = code.inner_text()
@@ -365,11 +367,12 @@ def test_check_sql_dialog_shows_every_statement_line_by_line_in_full(
         fits = code.evaluate(
             """code => {
                  const box = code.closest('[role=dialog]').getBoundingClientRect();
-                 const pre = code.parentElement.getBoundingClientRect();
+                 const pre = code.parentElement;
+                 const edges = pre.getBoundingClientRect();
                  const scroller = code.closest('[style*="overflow: auto"]');
-                 return pre.left >= box.left && pre.right <= box.right
-                   && scroller.scrollWidth <= scroller.clientWidth
-                   && code.scrollWidth <= code.parentElement.clientWidth;
+                 return edges.left >= box.left && edges.right <= box.right
+                   && pre.scrollWidth <= pre.clientWidth
+                   && scroller.scrollWidth <= scroller.clientWidth;
                }"""
         )
         assert fits, (name, text)
