@@ -96,7 +96,7 @@ def measure_startup(code: str, runs: int) -> float:
 def init_dagster_home(path: Path) -> None:
     """A Dagster instance whose storage exists before timing, as on any machine past day one.
 
-    It takes the repo's `dagster.yaml` when there is one (as `make demo` does), with telemetry
+    It takes the repo's `deploy/local/dagster.yaml` (as `make demo` does), with telemetry
     off.
     """
     import yaml
@@ -114,7 +114,7 @@ def sync_step_seconds(dagster_home: Path) -> float:
     """Dagster's own duration of the sync step in the latest run: STEP_START to STEP_SUCCESS.
 
     Why from the instance: the step's time leaves out interpreter start-up, loading `defs`, run
-    set-up and the check steps, which the run's wall time includes. Read in this process after
+    set-up and the check step, which the run's wall time includes. Read in this process after
     the run has ended, so it costs the measured run nothing.
     """
     from dagster import DagsterEventType, DagsterInstance

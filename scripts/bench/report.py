@@ -390,7 +390,7 @@ def markdown(
         f"the latest run and the difference of the timestamps of its `STEP_START` and "
         f"`STEP_SUCCESS` events for step `{SYNC_STEP_KEY}`: the whole dlt sync (extract, "
         "normalize, load into DuckDB), without start-up, loading `defs`, run set-up or the "
-        "check steps. (c2)'s requests and max in flight are (c1)'s: only the sync step talks "
+        "check step. (c2)'s requests and max in flight are (c1)'s: only the sync step talks "
         "to the API, the checks read the warehouse. Its peak RSS is n/a: the step runs inside "
         "(c1)'s process (the in-process executor), so its memory is part of (c1)'s figures.",
         "- **Requests**: the sample API's own count (`GET /_control/stats`) after a "
@@ -410,8 +410,8 @@ def markdown(
         "one warm-up: "
         + "; ".join(f"`{code}` {seconds:.2f} s" for code, seconds in startup.items())
         + f". The target is on `{STARTUP_TARGET}`: importing the package and building "
-        "`defs`, what `dagster` waits for before it can do anything. The package import "
-        "alone is lazy and measures nothing.",
+        "`defs`, what `dagster` waits for before it can do anything (the package's "
+        "`__init__` builds `defs`, so the two measure the same work).",
         "- Each run's warehouse is checked afterwards: all three tables must hold every record "
         "the sample API serves, or the run counts as failed.",
         "- dlt's and Dagster's telemetry is off for every variant: phoning home measures the "
@@ -427,8 +427,8 @@ def markdown(
         "total, when sent, only stops a list sooner. Arrow batches bulk-inserted into DuckDB. "
         "No retries, checks or merge.",
         "- (c1) is `dagster asset materialize -m analytics_assets --select '*'` (every asset and "
-        "check, with the repo's `dagster.yaml` in a Dagster instance initialized before "
-        "timing), at the default concurrency of 4.",
+        "check, with the repo's `deploy/local/dagster.yaml` in a Dagster instance initialized "
+        "before timing), at the default concurrency of 4.",
         f"- (d8) and (d3) are (c1) with `SOURCES__ANALYTICS__CONCURRENCY` 8 and 3, against a "
         f"sample API of their own started with `--concurrency-cap {API_CAP} --cap-retry-after "
         f"{API_CAP_RETRY_AFTER_S:g}`, at 1x without a total only: asking for more than the API "
