@@ -133,14 +133,20 @@ def table_of(result: MaterializeResult | AssetMaterialization) -> str:
     return result.asset_key.path[-1]
 
 
+def column_schema(metadata: Mapping[str, Any] | None) -> TableSchema | None:
+    """The `dagster/column_schema` of a materialization's metadata, raw or as a metadata value."""
+    value = (metadata or {}).get("dagster/column_schema")
+    schema = getattr(value, "schema", value)
+    return schema if isinstance(schema, TableSchema) else None
+
+
 def described(table: str, metadata: Mapping[str, Any] | None) -> TableSchema | None:
     """dagster-dlt's column schema of a materialization, with each seed column's description.
 
     The catalog shows the latest materialization's columns, and dlt's schema has no words.
     """
-    value = (metadata or {}).get("dagster/column_schema")
-    schema = getattr(value, "schema", value)
-    if not isinstance(schema, TableSchema):
+    schema = column_schema(metadata)
+    if schema is None:
         return None
     words = COLUMN_DESCRIPTIONS[table]
     columns = [

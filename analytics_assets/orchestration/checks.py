@@ -21,12 +21,11 @@ from dagster import (
     AssetCheckSpec,
     DagsterInstance,
     MetadataValue,
-    TableSchema,
     multi_asset_check,
 )
 from dlt.common.schema.typing import TTableSchemaColumns
 
-from analytics_assets.orchestration.assets import WAREHOUSE_POOL, asset_key
+from analytics_assets.orchestration.assets import WAREHOUSE_POOL, asset_key, column_schema
 from analytics_assets.sources.analytics.pipeline import warehouse_lock
 from analytics_assets.sources.analytics.settings import (
     ORGANIZATIONS,
@@ -297,9 +296,8 @@ def column_changes(history: History, table: str) -> list[str]:
     """
     schemas = []
     for metadata in history.latest(table, limit=2):
-        value = metadata.get("dagster/column_schema")
-        schema = getattr(value, "schema", value)
-        if isinstance(schema, TableSchema):
+        schema = column_schema(metadata)
+        if schema is not None:
             schemas.append(
                 {c.name: c.type for c in schema.columns if not c.name.startswith("_dlt")}
             )

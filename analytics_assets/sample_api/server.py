@@ -362,11 +362,6 @@ class SampleApiServer:
         with self._lock:
             self._list_changes.append(change)
 
-    def clear_list_changes(self) -> None:
-        """Drop all queued list changes, made or not."""
-        with self._lock:
-            self._list_changes.clear()
-
     def request_count(self, path_prefix: str = "") -> int:
         """Count recorded API requests whose path starts with ``path_prefix``."""
         with self._lock:

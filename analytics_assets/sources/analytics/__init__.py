@@ -162,7 +162,7 @@ def _configured(
     dialect: str = DEFAULT_DIALECT,
     rate_limit_max_wait: float = RATE_LIMIT_MAX_WAIT,
 ) -> dict[str, Any]:
-    return {k: v for k, v in locals().items()}
+    return dict(locals())
 
 
 def api_settings(**overrides: Any) -> ApiSettings:
