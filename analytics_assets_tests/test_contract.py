@@ -113,7 +113,7 @@ def test_unlisted_test_fields_are_kept_as_text(env: SampleApiServer, warehouse: 
     ]
 
 
-def test_arrow_batches_hold_the_seed_types_and_dlt_row_columns() -> None:
+def test_arrow_batches_hold_the_seed_types() -> None:
     columns = SEED_TYPES["tests"]
     conform = conform_to("tests", columns)
     pages = [
@@ -122,7 +122,7 @@ def test_arrow_batches_hold_the_seed_types_and_dlt_row_columns() -> None:
         [conform({"id": 4, "user_id": 7})],
     ]
 
-    batches = list(arrow_batches(pages, columns, load_id="42", rows=3))
+    batches = list(arrow_batches(pages, columns, rows=3))
 
     assert [b.num_rows for b in batches] == [3, 1]
     first = batches[0]
@@ -131,6 +131,13 @@ def test_arrow_batches_hold_the_seed_types_and_dlt_row_columns() -> None:
     assert first.column("test_run_ids").to_pylist() == ["[1,2]", None, "[]"]
     assert first.column("flavour").to_pylist() == [None, "x", None]
     assert "flavour" not in batches[1].column_names, "unlisted fields are per batch"
-    assert set(first.column("_dlt_load_id").to_pylist()) == {"42"}
-    dlt_ids = [i for b in batches for i in b.column("_dlt_id").to_pylist()]
-    assert len(set(dlt_ids)) == 4 and all(dlt_ids)
+
+
+def test_every_tests_row_carries_the_load_id_of_its_sync(
+    env: SampleApiServer, warehouse: Path
+) -> None:
+    assert run_sync("tests").success
+
+    (load_id,) = query(warehouse, "SELECT load_id FROM analytics._dlt_loads")[0]
+    rows = query(warehouse, "SELECT DISTINCT _dlt_load_id FROM analytics.tests")
+    assert rows == [(load_id,)]

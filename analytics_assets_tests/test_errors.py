@@ -61,8 +61,8 @@ def working(api: SampleApiServer) -> dict[str, str]:
         (
             "SOURCES__ANALYTICS__API_TOKEN",
             PLACEHOLDER_TOKEN,
-            "The analytics API token is not configured: it is empty or still the placeholder "
-            "of .dlt/example.secrets.toml. Set SOURCES__ANALYTICS__API_TOKEN",
+            "SOURCES__ANALYTICS__API_TOKEN is not configured: it is empty or still the "
+            "placeholder of .dlt/example.secrets.toml. Set SOURCES__ANALYTICS__API_TOKEN",
         ),
         (
             "SOURCES__ANALYTICS__PAGE_SIZE",

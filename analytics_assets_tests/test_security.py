@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from analytics_assets.sample_api import Fault, SampleApiServer, build_account
-from analytics_assets.sources.analytics import InsecureBaseUrl, analytics
+from analytics_assets.sources.analytics import SettingError, analytics
 from analytics_assets_tests.conftest import REPO, run_sync
 from analytics_assets_tests.test_http import failure_message
 
@@ -87,7 +87,7 @@ def test_plain_http_is_refused_off_loopback(
 ) -> None:
     monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", url)
 
-    with pytest.raises(InsecureBaseUrl, match="SOURCES__ANALYTICS__BASE_URL"):
+    with pytest.raises(SettingError, match="SOURCES__ANALYTICS__BASE_URL"):
         analytics()
     result = run_sync(raise_on_error=False)
 

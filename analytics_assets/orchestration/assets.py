@@ -22,19 +22,25 @@ from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.common.runtime.collector import LogCollector
 
-from analytics_assets.sources.analytics import ApiSettings, analytics
+from analytics_assets.sources.analytics import analytics, from_config
 from analytics_assets.sources.analytics.pipeline import (
     declared_pipeline,
+    limit_reached,
     loader_file_format,
-    table_reports,
+    remove_ghosts,
+    sync_settings,
     warehouse_lock,
 )
 from analytics_assets.sources.analytics.settings import (
     COLUMN_DESCRIPTIONS,
+    CONCURRENCY,
     DATASET_NAME,
+    DEFAULT_DIALECT,
     DESCRIPTIONS,
     ORGANIZATIONS,
+    PAGE_SIZE,
     PROJECTS,
+    RATE_LIMIT_MAX_WAIT,
     SEED_TYPES,
     TESTS,
 )
@@ -83,10 +89,20 @@ class AnalyticsTranslator(DagsterDltTranslator):
         )
 
 
+# Only its resources' names and hints matter: each run builds its source from dlt's config. Every
+# argument is given, so the code location loads whatever is (or is not yet) configured.
+DECLARED_SOURCE = analytics(
+    base_url="https://analytics.invalid",
+    api_token="set-at-run-time",
+    page_size=PAGE_SIZE,
+    concurrency=CONCURRENCY,
+    dialect=DEFAULT_DIALECT,
+    rate_limit_max_wait=RATE_LIMIT_MAX_WAIT,
+)
+
+
 @dlt_assets(
-    # The specs need only the resources' names; each run builds its own source from the
-    # configured settings, so the code location loads before a token is set.
-    dlt_source=analytics(ApiSettings()),
+    dlt_source=DECLARED_SOURCE,
     dlt_pipeline=declared_pipeline(),
     name="analytics_dlt",
     dagster_dlt_translator=AnalyticsTranslator(),
@@ -95,35 +111,48 @@ class AnalyticsTranslator(DagsterDltTranslator):
 def analytics_tables(
     context: AssetExecutionContext, dlt: DagsterDltResource
 ) -> Iterator[MaterializeResult | AssetMaterialization]:
-    """One dlt run over the selected tables, then each table's ghosts and row count."""
+    """One dlt run over the selected tables; then the rows the API no longer serves go."""
     progress = LogCollector(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
-    with warehouse_lock(context.log.info, progress) as pipeline:
-        # a fresh source per run: dagster-dlt's metadata mutates a source's schema (dagster#34052)
-        source = analytics()
-        results = list(
-            dlt.run(
-                context=context,
-                dlt_source=source,
-                dlt_pipeline=pipeline,
-                loader_file_format=loader_file_format(pipeline),
+    with warehouse_lock(context.log.info, progress) as pipeline, sync_settings():
+        source = from_config(analytics)
+        try:
+            results = list(
+                dlt.run(
+                    context=context,
+                    dlt_source=source,
+                    dlt_pipeline=pipeline,
+                    loader_file_format=loader_file_format(pipeline),
+                )
             )
-        )
-        # dagster-dlt's fetch_row_count() raises for a table the API served no rows for
-        reports = table_reports(pipeline, [table_of(r) for r in results])
+        except Exception as error:
+            if (clear := limit_reached(error, pipeline)) is not None:
+                raise clear from None
+            raise
+        reports = remove_ghosts(pipeline, [table_of(result) for result in results])
     for result in results:
-        table = table_of(result)
-        metadata = {
-            # `first_run` is always true: dagster-dlt drops the local state before every run
-            **{k: v for k, v in (result.metadata or {}).items() if k != "first_run"},
-            # dagster-dlt names the table `<destination>.<schema>.<table>`; a query needs this
-            "dagster/table_name": f"{DATASET_NAME}.{table}",
-            "dagster/row_count": reports[table].row_count,
-            **reports[table].listing,
-        }
-        columns = described(table, result.metadata)
-        if columns is not None:
-            metadata["dagster/column_schema"] = columns
-        yield result._replace(metadata=metadata)
+        yield with_report(result, reports[table_of(result)])
+
+
+# dagster-dlt workarounds, each to delete when its issue closes:
+# - dagster#34052: its metadata mutates a source's schema, so each run builds a fresh source;
+# - dagster#33572: `fetch_row_count()` raises for a table the API served no rows for, so the
+#   row count comes from `remove_ghosts`;
+# - the `dagster/table_name` it reports is `<destination>.<schema>.<table>`, not queryable;
+# - the column schema it reports has no descriptions, and the catalog shows the latest one's.
+def with_report(
+    result: MaterializeResult | AssetMaterialization, report: Mapping[str, Any]
+) -> MaterializeResult | AssetMaterialization:
+    """A dagster-dlt result with the sync's report, a queryable table name, described columns."""
+    table = table_of(result)
+    metadata = {
+        **{k: v for k, v in (result.metadata or {}).items() if k != "first_run"},
+        **report,
+        "dagster/table_name": f"{DATASET_NAME}.{table}",
+    }
+    columns = described(table, result.metadata)
+    if columns is not None:
+        metadata["dagster/column_schema"] = columns
+    return result._replace(metadata=metadata)
 
 
 def table_of(result: MaterializeResult | AssetMaterialization) -> str:
@@ -141,10 +170,7 @@ def column_schema(metadata: Mapping[str, Any] | None) -> TableSchema | None:
 
 
 def described(table: str, metadata: Mapping[str, Any] | None) -> TableSchema | None:
-    """dagster-dlt's column schema of a materialization, with each seed column's description.
-
-    The catalog shows the latest materialization's columns, and dlt's schema has no words.
-    """
+    """dagster-dlt's column schema of a materialization, with each seed column's description."""
     schema = column_schema(metadata)
     if schema is None:
         return None

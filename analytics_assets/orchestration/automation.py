@@ -5,6 +5,9 @@ the change sensor start STOPPED; the run-failure sensor, which only reads Dagste
 starts RUNNING.
 """
 
+import hashlib
+import json
+
 import dlt
 import requests
 from dagster import (
@@ -23,10 +26,45 @@ from dagster import (
 )
 
 from analytics_assets.orchestration.assets import GROUP_NAME, analytics_tables
-from analytics_assets.sources.analytics import ApiError, SettingError, upstream_fingerprint
+from analytics_assets.sources.analytics import (
+    ApiError,
+    SettingError,
+    configured_client,
+    from_config,
+)
+from analytics_assets.sources.analytics.settings import (
+    ORGANIZATIONS,
+    ORGANIZATIONS_PATH,
+    TESTS_PATH,
+)
 
 WEBHOOK_SETTING = "alerts.webhook_url"
 WEBHOOK_TIMEOUT_S = 10
+
+# A poll's two requests take at most 2 x (2 attempts x 5 s + 0.5 s + 5 s of 429s) = 31 s, well
+# inside the 60 s Dagster gives a sensor evaluation.
+POLL_SETTINGS: dict[str, float] = {
+    "concurrency": 1,
+    "rate_limit_max_wait": 5.0,
+    "request_max_attempts": 2,
+    "request_backoff_factor": 0.5,
+    "request_timeout": 5.0,
+    "request_max_retry_delay": 5.0,
+}
+
+
+def upstream_fingerprint() -> str:
+    """A cheap digest of what the API serves now: the organizations and the first page of tests.
+
+    Two bounded requests: a poll must be quick, and a failure only means "try again later".
+    """
+    client = from_config(configured_client, **POLL_SETTINGS)
+    organizations = client.get_list(ORGANIZATIONS_PATH, ORGANIZATIONS)
+    first_tests = client.page(client.list_spec(TESTS_PATH), 1, client.tests_key)
+    return hashlib.sha256(
+        json.dumps([organizations, first_tests], sort_keys=True).encode()
+    ).hexdigest()
+
 
 analytics_sync = define_asset_job(
     "analytics_sync",

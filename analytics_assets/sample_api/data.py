@@ -8,6 +8,7 @@ no fixtures on disk and no clock.
 from __future__ import annotations
 
 import calendar
+import functools
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -235,6 +236,7 @@ def build_account(
     project_counts: Sequence[int] = DEMO_PROJECT_COUNTS,
     tests_per_project: Sequence[int] = DEMO_TESTS_PER_PROJECT,
     seed: int = 7,
+    script_kb: float = 0,
 ) -> Account:
     """Build a small account with an exact shape, for the demo and the tests.
 
@@ -247,6 +249,8 @@ def build_account(
         tests_per_project: Project ``j`` (over all organizations) gets
             ``tests_per_project[j % len(tests_per_project)]`` tests.
         seed: Seed of the private random generator; same arguments, same account.
+        script_kb: Size of each test's script in KiB (see :func:`script_of`); 0 keeps the short
+            sample scripts.
 
     Returns:
         A fresh account; nothing is shared between calls.
@@ -257,10 +261,12 @@ def build_account(
         raise ValueError("counts must be >= 0")
     n_projects = sum(project_counts)
     test_counts = [tests_per_project[j % len(tests_per_project)] for j in range(n_projects)]
-    return _build(random.Random(seed), list(project_counts), test_counts)
+    return _build(random.Random(seed), list(project_counts), test_counts, script_kb)
 
 
-def build_scaled_account(organizations: int, projects: int, tests: int, seed: int = 7) -> Account:
+def build_scaled_account(
+    organizations: int, projects: int, tests: int, seed: int = 7, script_kb: float = 0
+) -> Account:
     """Build a large account with the given totals, for the benchmarks.
 
     Why: benchmarks need realistic skew (some organizations without projects, some projects
@@ -271,6 +277,7 @@ def build_scaled_account(organizations: int, projects: int, tests: int, seed: in
         projects: Number of projects, spread unevenly over the organizations.
         tests: Number of tests, spread unevenly over the projects.
         seed: Seed of the private random generator; same arguments, same account.
+        script_kb: Size of each test's script in KiB; 0 keeps the short sample scripts.
 
     Returns:
         A fresh account with exactly the requested totals.
@@ -280,7 +287,7 @@ def build_scaled_account(organizations: int, projects: int, tests: int, seed: in
     rng = random.Random(seed)
     project_counts = _spread(rng, projects, organizations, zero_share=0.1, what="projects")
     test_counts = _spread(rng, tests, projects, zero_share=0.15, what="tests")
-    return _build(rng, project_counts, test_counts)
+    return _build(rng, project_counts, test_counts, script_kb)
 
 
 def _spread(
@@ -330,7 +337,45 @@ def _cycled(pool: Sequence[str], k: int) -> str:
     return name if k < len(pool) else f"{name} #{k // len(pool) + 1}"
 
 
-def _build(rng: random.Random, project_counts: list[int], test_counts: list[int]) -> Account:
+# Lines a real load-test script is made of; `script_of` fills in a test's id and its own values
+# (tokens, ids in payloads), so that no two scripts are alike and they compress like real ones.
+_SCRIPT_LINES = (
+    "  const res{k} = http.get(`${{{{BASE}}}}/api/v{v}/orders/{{{k}}}?page={k}`, params);\n",
+    "  check(res{k}, {{{{ 'status {k} is 200': (r) => r.status === 200 }}}}); // {{{k}}}\n",
+    "  http.post(`${{{{BASE}}}}/cart/{v}`, JSON.stringify({{{{ sku: '{{{k}}}', qty: {k} }}}}));\n",
+    "  group('step {k} — checkout {v}', () => {{{{ sleep({k} % 3 + 0.5); }}}}); // {{{k}}}\n",
+    "  headers['X-Trace-{k}'] = '{{{k}}}'; // budget p95 < {v}00 ms\n",
+)
+
+
+@functools.cache
+def _script_template(kib: float, base: str) -> tuple[str, int]:
+    """The script's text with a `{k}` slot per line for a 16-character value, and its slots."""
+    head = "// test @ID@\nconst BASE = 'https://svc-@ID@.example.com';\n"
+    parts = [head, base.replace("{", "{{").replace("}", "}}")]
+    size, k = len(head) + len(base), 0
+    while size < kib * 1024:
+        line = _SCRIPT_LINES[k % len(_SCRIPT_LINES)].format(k=k, v=k % 7 + 1)
+        parts.append(line)
+        size, k = size + len(line) - len(f"{{{k}}}") + 16, k + 1  # the slot takes 16 characters
+    return "".join(parts), k
+
+
+def script_of(test_id: int, kib: float, base: str) -> str:
+    """A k6 script of about `kib` KiB: `base`, then lines with values of the test's own.
+
+    Why: real scripts are kilobytes, and no two are alike; a warehouse sized on one-line scripts
+    runs out of memory on real accounts.
+    """
+    template, slots = _script_template(kib, base)
+    values = random.Random(test_id).randbytes(8 * slots).hex()
+    tokens = [values[i : i + 16] for i in range(0, 16 * slots, 16)]
+    return template.format(*tokens).replace("@ID@", str(test_id))
+
+
+def _build(
+    rng: random.Random, project_counts: list[int], test_counts: list[int], script_kb: float = 0
+) -> Account:
     organizations: list[dict[str, Any]] = []
     projects: list[dict[str, Any]] = []
     tests: list[dict[str, Any]] = []
@@ -394,6 +439,9 @@ def _build(rng: random.Random, project_counts: list[int], test_counts: list[int]
                     for _ in range(rng.randint(1, 5)):
                         run_id += rng.randint(1, 40)
                         run_ids.append(run_id)
+                script = rng.choice(_SCRIPTS)
+                if script_kb:
+                    script = script_of(TEST_ID_BASE + test_index, script_kb, script)
                 tests.append(
                     {
                         "created": _iso(created),
@@ -401,7 +449,7 @@ def _build(rng: random.Random, project_counts: list[int], test_counts: list[int]
                         "last_test_run_id": str(max(run_ids)) if run_ids else None,
                         "name": _cycled(_TEST_NAMES, test_index),
                         "project_id": project_id,
-                        "script": rng.choice(_SCRIPTS),
+                        "script": script,
                         "test_run_ids": run_ids,
                         "updated": _iso(_updated(rng, created)),
                         "user_id": rng.choice(_USER_IDS),

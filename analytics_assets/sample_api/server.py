@@ -52,10 +52,11 @@ _AUTH_SCHEMES = frozenset({"bearer", "token"})
 _BY_ID = itemgetter("id")
 PAST_END_CHOICES = ("empty", "404")
 
-ACCOUNT_SIZES: dict[str, Callable[[], Account]] = {
-    "demo": build_account,
-    "bench": lambda: build_scaled_account(40, 900, 12000),
-    "bench10x": lambda: build_scaled_account(400, 9000, 120000),
+# Each takes the script size in KiB (0: the short sample scripts).
+ACCOUNT_SIZES: dict[str, Callable[[float], Account]] = {
+    "demo": lambda kb: build_account(script_kb=kb),
+    "bench": lambda kb: build_scaled_account(40, 900, 12000, script_kb=kb),
+    "bench10x": lambda kb: build_scaled_account(400, 9000, 120000, script_kb=kb),
 }
 
 
@@ -802,6 +803,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="demo: 4 orgs/68 projects/102 tests; bench: 40/900/12000; bench10x: 400/9000/120000",
     )
     parser.add_argument(
+        "--script-kb",
+        type=float,
+        default=0,
+        metavar="KIB",
+        help="size of each test's script, as real load-test scripts are kilobytes "
+        "(default: 0, one short sample script)",
+    )
+    parser.add_argument(
         "--tests-key", default="tests", help="JSON key of the tests list (default: %(default)s)"
     )
     parser.add_argument(
@@ -862,7 +871,7 @@ def _write_ready_file(path: str, url: str) -> None:
 def _server_from_args(args: argparse.Namespace) -> SampleApiServer:
     """Build the (unstarted) server the command line asks for; separate so tests can check it."""
     server = SampleApiServer(
-        account=ACCOUNT_SIZES[args.size](),
+        account=ACCOUNT_SIZES[args.size](args.script_kb),
         token=args.token,
         host=args.host,
         port=args.port,

@@ -1,111 +1,92 @@
-"""The dlt pipeline that loads the analytics source, shared by Dagster and the command line.
+"""The dlt pipeline of the analytics source, shared by Dagster and the command line.
 
-What a sync needs around dlt's own `pipeline.run`: the warehouse (DuckDB with a memory cap by
-default), one sync at a time per host, and the removal of rows the API no longer serves.
+What a sync needs around dlt's own run: the warehouse (DuckDB with bounded memory by default),
+one sync at a time per host, and, after the load, the removal of rows the API no longer serves.
 """
 
-import fcntl
+import fcntl  # Linux and macOS; the code location is not meant to run on Windows
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import dlt
-from dlt.common.destination import Destination, TLoaderFileFormat
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
-from dlt.destinations.sql_client import SqlClientBase
 from dlt.pipeline.progress import TCollectorArg
 
-from analytics_assets.sources.analytics.helpers import use_system_memory_pool
 from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
     DEFAULT_DESTINATION,
+    DUCKDB_CONFIG_SETTING,
     DUCKDB_GLOBAL_CONFIG,
     PIPELINE_NAME,
     SAMPLE_SIZE,
-    SOURCE_NAME,
 )
 
-DUCKDB = "dlt.destinations.duckdb"
+# dlt adds `_dlt_load_id` to the rows of Arrow items (the tests) only when this is set
+ARROW_LOAD_IDS = {"normalize.parquet_normalizer.add_dlt_load_id": True}
 
 
-def destination_type() -> str:
-    """The warehouse: DuckDB unless dlt's `destination_type` setting names another destination."""
-    return dlt.config.get("destination_type", str) or DEFAULT_DESTINATION
+class WarehouseLimitReached(Exception):
+    """The warehouse ran out of memory or disk; the message names the setting to raise."""
 
 
-def analytics_pipeline(
-    progress: TCollectorArg | None = None, *, read_only: bool = False
-) -> dlt.Pipeline:
-    """A pipeline into the `analytics` dataset of the configured destination.
+def analytics_pipeline(progress: TCollectorArg | None = None, *, read_only: bool = False) -> Any:
+    """The pipeline into the `analytics` dataset of the configured destination (`dlt.Pipeline`).
 
-    Credentials come from dlt's config (`DESTINATION__DUCKDB__CREDENTIALS`, ...). Without any,
-    DuckDB writes `analytics_assets.duckdb` in the working directory. A read-only DuckDB
-    pipeline lets several readers (the checks) share the file.
+    The destination is DuckDB unless dlt's `destination_type` setting names another; without
+    credentials, DuckDB writes `analytics_assets.duckdb` in the working directory, with the
+    defaults of `DUCKDB_GLOBAL_CONFIG` under the keys the user did not set.
     """
+    destination = dlt.config.get("destination_type", str) or DEFAULT_DESTINATION
+    progress = progress or NULL_COLLECTOR
     pipeline = dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
-        destination=Destination.from_reference(destination_type()),
-        dataset_name=DATASET_NAME,
-        progress=progress or NULL_COLLECTOR,
+        PIPELINE_NAME, destination=destination, dataset_name=DATASET_NAME, progress=progress
     )
-    if not is_duckdb(pipeline):
+    credentials = duckdb_credentials(pipeline)  # as dlt resolved them
+    if credentials is None:
         return pipeline
-    # dlt resolves the DuckDB file (by default named after the pipeline); keys the user sets under
-    # destination.duckdb.credentials.global_config win over the memory cap
-    credentials = duckdb_credentials(pipeline)
     credentials.global_config = {**DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
     # DuckDB opens a file that does not exist yet only to create it, read-write
     credentials.read_only = read_only and os.path.exists(credentials.database or "")
     return dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
+        PIPELINE_NAME,
         destination=dlt.destinations.duckdb(credentials=credentials),
         dataset_name=DATASET_NAME,
-        progress=progress or NULL_COLLECTOR,
+        progress=progress,
     )
 
 
-def duckdb_credentials(pipeline: dlt.Pipeline) -> DuckDbCredentials:
-    """The DuckDB file and settings that dlt resolved for a DuckDB pipeline."""
-    # a pipeline from `analytics_pipeline` carries them in its destination: no second resolution
-    credentials = pipeline.destination.config_params.get("credentials")
-    if credentials is None:
-        credentials = pipeline.destination_client().config.credentials
-    if not isinstance(credentials, DuckDbCredentials):
-        raise TypeError(f"{pipeline.destination.destination_name} is not a DuckDB destination")
-    return credentials
+def duckdb_credentials(pipeline: Any) -> Any:
+    """The DuckDB file and settings of a DuckDB pipeline, else None."""
+    if pipeline.destination.destination_type != "dlt.destinations.duckdb":
+        return None
+    return pipeline.destination_client().config.credentials
 
 
-def declared_pipeline() -> dlt.Pipeline:
-    """The pipeline the definitions describe, for its destination: in a working dir of its own.
+def declared_pipeline() -> Any:
+    """The pipeline the definitions describe, in a working dir of its own.
 
     dlt wipes a pipeline's working dir when it creates the pipeline and finds no state there,
-    which a running sync's dir has for a moment (dagster-dlt drops the local state first). The
-    definitions load in other processes while a sync runs (a step process, a code server).
+    which a running sync's dir has for a moment (dagster-dlt drops the local state first), and
+    the definitions load in other processes while a sync runs.
     """
     return dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
+        PIPELINE_NAME,
         pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"),
-        destination=Destination.from_reference(destination_type()),
+        destination=dlt.config.get("destination_type", str) or DEFAULT_DESTINATION,
         dataset_name=DATASET_NAME,
     )
 
 
-def is_duckdb(pipeline: dlt.Pipeline) -> bool:
-    """DuckDB takes one writer process at a time, and keeps its data in a local file."""
-    return pipeline.destination.destination_type == DUCKDB
-
-
-def loader_file_format(pipeline: dlt.Pipeline) -> TLoaderFileFormat | None:
-    """Parquet where the destination takes it: about 3x faster and 6x leaner than insert_values.
+def loader_file_format(pipeline: Any) -> Any:
+    """Parquet where the destination loads it: about 3x faster and 6x leaner than SQL inserts.
 
     PostgreSQL lists parquet but loads it only through an ADBC driver; its format selector drops
-    parquet when none is installed. Asking anyway costs two warnings per table and leaves a
-    parquet hint that types JSON columns `json` instead of `jsonb`.
+    parquet when none is installed, and asking anyway costs a warning per table.
     """
     caps = pipeline.destination.capabilities()
     formats = caps.supported_loader_file_formats
@@ -113,111 +94,112 @@ def loader_file_format(pipeline: dlt.Pipeline) -> TLoaderFileFormat | None:
         _, formats = caps.loader_file_format_selector(
             caps.preferred_loader_file_format, formats, table_schema={}
         )
-    if "parquet" not in formats:
-        return None
-    use_system_memory_pool()  # before dlt's first parquet buffer
-    return "parquet"
+    return "parquet" if "parquet" in formats else None
 
 
 @contextmanager
 def warehouse_lock(
     log: Callable[[str], None], progress: TCollectorArg | None = None, *, shared: bool = False
-) -> Iterator[dlt.Pipeline]:
+) -> Iterator[Any]:
     """The analytics pipeline, held by one sync at a time on this host (readers may share).
 
     A sync replaces dlt's local pipeline state, and DuckDB admits one writer process at a time
-    (dagster#26848). OS file locks rather than only a Dagster pool: a killed process releases them
-    at once, where a pool slot stays claimed until something marks the dead run failed.
+    (dagster#26848). OS file locks, in dlt's pipelines dir and beside the DuckDB file: a killed
+    process releases them at once, where a Dagster pool slot stays claimed until the run fails.
     """
-    pipelines_dir = get_dlt_pipelines_dir()
-    os.makedirs(pipelines_dir, exist_ok=True)
-    lock = os.path.join(pipelines_dir, f"{PIPELINE_NAME}.lock")
-    with _flock(lock, "dlt's pipeline dir", log, shared):
+    os.makedirs(get_dlt_pipelines_dir(), exist_ok=True)
+    with _flock(os.path.join(get_dlt_pipelines_dir(), f"{PIPELINE_NAME}.lock"), log, shared):
         pipeline = analytics_pipeline(progress, read_only=shared)
-        if not is_duckdb(pipeline):
+        duckdb = duckdb_credentials(pipeline)
+        if duckdb is None:
             yield pipeline
             return
-        database = str(duckdb_credentials(pipeline).database)  # resolved once, in the factory
-        with _flock(f"{database}.lock", database, log, shared):
+        with _flock(f"{duckdb.database}.lock", log, shared):
             yield pipeline
 
 
 @contextmanager
-def _flock(path: str, what: str, log: Callable[[str], None], shared: bool) -> Iterator[None]:
-    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+def _flock(path: str, log: Callable[[str], None], shared: bool) -> Iterator[None]:
     with open(path, "a") as lock_file:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
             fcntl.flock(lock_file, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            log(f"Another sync is using {what}; waiting for it to finish.")
+            log(f"Another sync is using {path.removesuffix('.lock')}; waiting for it to finish.")
             fcntl.flock(lock_file, mode)
-        try:
+        yield
+
+
+class _NoArrowHintNotice(logging.Filter):
+    """dlt warns, on every Arrow item, that the `json` hint beat the Arrow type: that is meant."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "when merging arrow schema with dlt schema" not in record.getMessage()
+
+
+@contextmanager
+def sync_settings() -> Iterator[None]:
+    """Settings of dlt for the length of one sync: load ids on Arrow rows, no notice of them."""
+    notice, dlt_logger = _NoArrowHintNotice(), logging.getLogger("dlt")
+    dlt_logger.addFilter(notice)
+    try:
+        with dlt.config.values(ARROW_LOAD_IDS):
             yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    finally:
+        dlt_logger.removeFilter(notice)
 
 
-@dataclass(frozen=True)
-class TableReport:
-    """What a sync left in one table: its rows, how the API listed it, the ghosts it removed."""
+def limit_reached(error: BaseException, pipeline: Any) -> WarehouseLimitReached | None:
+    """A clear error when the warehouse ran out of memory or disk, else None."""
+    cause: BaseException | None = error
+    while cause is not None and "Out of Memory Error" not in str(cause):
+        cause = cause.__cause__ or cause.__context__
+    duckdb = duckdb_credentials(pipeline)
+    if cause is None or duckdb is None:
+        return None
+    now = duckdb.global_config
+    return WarehouseLimitReached(
+        f"DuckDB ran out of memory while loading: {str(cause).splitlines()[0][:200]} Nothing of "
+        f"this sync's failed tables was loaded. Raise memory_limit in {DUCKDB_CONFIG_SETTING} "
+        f'(now {now}), e.g. {DUCKDB_CONFIG_SETTING}=\'{{"memory_limit": "1GB"}}\'.'
+    )
 
-    row_count: int
-    listing: dict[str, Any]
 
+def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """After a run: the rows its load did not write go, unless it was served no row at all.
 
-def table_reports(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, TableReport]:
-    """After a run: each table's ghosts removed as its listing allows, then its rows counted.
-
-    The source records each table's listing, and the rows a ghost removal keeps, in the
-    resource's dlt state (`helpers.Listing`); this carries it out in the warehouse.
+    Merge alone would keep forever a row the API stopped serving. The source listed such rows'
+    lists twice (`_served`), so these are rows neither listing served; a table served empty
+    keeps every row, since an outage looks the same as a deletion of everything.
     """
     trace = pipeline.last_trace
-    load_ids = trace.last_load_info.loads_ids if trace and trace.last_load_info else []
-    resources = pipeline.state.get("sources", {}).get(SOURCE_NAME, {}).get("resources", {})
-    reports = {}
+    loads = trace.last_load_info.loads_ids if trace and trace.last_load_info else []
+    load_id = loads[-1] if loads else ""
+    reports: dict[str, dict[str, Any]] = {}
     with pipeline.sql_client() as client:
         for table in tables:
-            listing = resources.get(table, {}).get("listing")
-            if listing is None or listing["load_id"] not in load_ids:
-                listing = {"status": "not listed", "reason": "this run did not list the table"}
-            ghosts: dict[str, Any] = {"ghosts_removed": 0}
-            row_count = 0
+            name = client.make_qualified_table_name(table)
+            count = f"SELECT COUNT(*) FROM {name}"
             try:
-                ghosts = remove_ghosts(client, table, listing.get("keep"))
-                name = client.make_qualified_table_name(table)
-                row_count = _scalar(client, f"SELECT COUNT(*) FROM {name}")
+                served = client.execute_sql(f"{count} WHERE _dlt_load_id = %s", load_id)[0][0]
             except DatabaseUndefinedRelation:  # dlt creates no table for a list never served
-                pass
-            if listing.get("keep") is None:
-                ghosts["ghosts_note"] = f"kept every row: {listing['reason']}"
-            summary = {"rows_served": listing.get("rows", 0), "listing": listing["status"]}
-            reports[table] = TableReport(row_count, {**summary, **ghosts})
+                reports[table] = {"rows_served": 0, "ghosts_removed": 0, "dagster/row_count": 0}
+                continue
+            report: dict[str, Any] = {"rows_served": served, "ghosts_removed": 0}
+            stale = f"FROM {name} WHERE _dlt_load_id <> %s"
+            if served:
+                with client.execute_query(f"SELECT id {stale} ORDER BY id", load_id) as cursor:
+                    report["sample_ghost_ids"] = [row[0] for row in cursor.fetchmany(SAMPLE_SIZE)]
+                report["ghosts_removed"] = client.execute_sql(f"SELECT COUNT(*) {stale}", load_id)[
+                    0
+                ][0]
+            if report["ghosts_removed"]:
+                with client.begin_transaction():
+                    client.execute_sql(f"DELETE {stale}", load_id)
+            elif not served:
+                report["ghosts_note"] = (
+                    "kept every row: the API served none, which an outage would look like too"
+                )
+            report["dagster/row_count"] = client.execute_sql(count)[0][0]
+            reports[table] = report
     return reports
-
-
-def remove_ghosts(client: SqlClientBase, table: str, keep: Sequence[str] | None) -> dict[str, Any]:
-    """Delete the rows no load in `keep` wrote: merge alone would keep them forever.
-
-    A row's `_dlt_load_id` is the last sync that served it, so these are the rows the API
-    stopped serving; `keep` is None when the listing cannot be trusted to be whole.
-    """
-    if not keep:
-        return {"ghosts_removed": 0}
-    name = client.make_qualified_table_name(table)
-    stale = "_dlt_load_id NOT IN ({})".format(", ".join(f"'{i}'" for i in keep))
-    ghosts = _scalar(client, f"SELECT COUNT(*) FROM {name} WHERE {stale}")
-    sample = (
-        client.execute_sql(f"SELECT id FROM {name} WHERE {stale} ORDER BY id LIMIT {SAMPLE_SIZE}")
-        or []
-    )
-    if ghosts:
-        with client.begin_transaction():
-            client.execute_sql(f"DELETE FROM {name} WHERE {stale}")
-    return {"ghosts_removed": ghosts, "sample_ghost_ids": [row[0] for row in sample]}
-
-
-def _scalar(client: SqlClientBase, sql: str) -> int:
-    rows = client.execute_sql(sql)
-    if not rows:
-        raise RuntimeError(f"no result from {sql}")
-    return int(rows[0][0])

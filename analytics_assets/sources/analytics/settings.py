@@ -17,13 +17,18 @@ PIPELINE_NAME: Final = "analytics_assets"
 # pipeline, never after the dataset: `analytics.duckdb` with dataset `analytics` is ambiguous.
 DATASET_NAME: Final = "analytics"
 DEFAULT_DESTINATION: Final = "duckdb"
-# DuckDB's defaults let a load's memory grow with the account (measured at 10x: 403 MB, against
-# 259 MB at 1x). Capped, it spills to disk instead. Each key can be overridden in dlt's config.
+# DuckDB's defaults for the warehouse file (BENCHMARKS.md has the measurements). Uncapped, a
+# load's memory grows with the account; capped, DuckDB spills to `<file>.tmp` instead. A load is
+# one thread's work either way. zstd, where DuckDB would pick its dictionary and FSST methods
+# for long strings such as scripts: 4x faster to write, half the file. Each key can be
+# overridden: DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG='{"memory_limit": "1GB"}'.
 DUCKDB_GLOBAL_CONFIG: Final = {
-    "memory_limit": "32MB",
-    "preserve_insertion_order": False,
+    "memory_limit": "128MB",
     "threads": 1,
+    "preserve_insertion_order": False,
+    "force_compression": "zstd",
 }
+DUCKDB_CONFIG_SETTING: Final = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
 
 # The placeholders of `.dlt/config.toml` and `.dlt/example.secrets.toml`: a sync refuses them.
 DEFAULT_BASE_URL: Final = "https://api.example.com"
@@ -35,7 +40,7 @@ MAX_PAGE_SIZE: Final = 1000
 # Where a list response may carry its total length. Optional: the seed's contract has none.
 COUNT_PATH: Final = ("meta", "count")
 # Requests in flight at once, across all lists: kind to the API's rate limit, and ~4x faster.
-# Fewer while the API answers 429 (see `client.AdaptiveLimit`).
+# Fewer once the API answers 429 (see `paging.Pacer`).
 CONCURRENCY: Final = 4
 MAX_CONCURRENCY: Final = 64
 
@@ -43,10 +48,24 @@ MAX_CONCURRENCY: Final = 64
 # The 5xx go through dlt's retries; a 429 is waited out apart from that budget (`client.py`),
 # up to RATE_LIMIT_MAX_WAIT seconds per request.
 SERVER_ERROR_STATUS_CODES: Final = (500, 502, 503, 504)
-REQUEST_MAX_ATTEMPTS: Final = 4
-REQUEST_BACKOFF_FACTOR: Final = 2.0
 RATE_LIMIT_MAX_WAIT: Final = 600.0
-RATE_LIMIT_MAX_WAIT_SETTING: Final = "SOURCES__ANALYTICS__RATE_LIMIT_MAX_WAIT"
+# dlt's `runtime.request_*` settings, with the seed's policy as their defaults.
+RUNTIME_DEFAULTS: Final[dict[str, float]] = {
+    "request_max_attempts": 4,
+    "request_backoff_factor": 2.0,
+    "request_timeout": 60.0,
+    "request_max_retry_delay": 300.0,
+}
+# The lowest and highest value of each numeric setting (None: no highest).
+LIMITS: Final[dict[str, tuple[float, float | None]]] = {
+    "page_size": (1, MAX_PAGE_SIZE),
+    "concurrency": (1, MAX_CONCURRENCY),
+    "rate_limit_max_wait": (0, None),
+    "request_max_attempts": (1, None),
+    "request_backoff_factor": (0, None),
+    "request_timeout": (0.001, None),
+    "request_max_retry_delay": (0, None),
+}
 
 # Offending ids named in a check's or a ghost report's metadata, at most.
 SAMPLE_SIZE: Final = 10
@@ -87,92 +106,54 @@ DESCRIPTIONS: Final = {
     ),
 }
 
-# The seed's fields, in a few words each: the Columns table of each asset in Dagster's catalog.
-COLUMN_DESCRIPTIONS: Final = {
+# The seed's Schema section as dlt types (string -> text, integer -> bigint, boolean -> bool,
+# `created`/`updated` -> timestamp with time zone, array -> json on the row), each with the few
+# words the catalog shows for it.
+SEED_COLUMNS: Final[dict[str, dict[str, tuple[str, str]]]] = {
     ORGANIZATIONS: {
-        "billing_address": "Postal address on the organization's invoices.",
-        "billing_country": "Country of the billing address.",
-        "billing_email": "Address that receives the invoices.",
-        "created": "When the organization was created.",
-        "description": "Free text about the organization.",
-        "id": "The organization's id, the primary key.",
-        "is_default": "Whether this is the account's default organization.",
-        "is_saml_org": "Whether members sign in through SAML single sign-on.",
-        "name": "The organization's name.",
-        "owner_id": "Id of the user who owns the organization.",
-        "updated": "When the organization last changed.",
-        "vat_number": "VAT number on the invoices, if any.",
+        "billing_address": ("text", "Postal address on the organization's invoices."),
+        "billing_country": ("text", "Country of the billing address."),
+        "billing_email": ("text", "Address that receives the invoices."),
+        "created": ("timestamp", "When the organization was created."),
+        "description": ("text", "Free text about the organization."),
+        "id": ("bigint", "The organization's id, the primary key."),
+        "is_default": ("bool", "Whether this is the account's default organization."),
+        "is_saml_org": ("bool", "Whether members sign in through SAML single sign-on."),
+        "name": ("text", "The organization's name."),
+        "owner_id": ("bigint", "Id of the user who owns the organization."),
+        "updated": ("timestamp", "When the organization last changed."),
+        "vat_number": ("text", "VAT number on the invoices, if any."),
     },
     PROJECTS: {
-        "created": "When the project was created.",
-        "description": "Free text about the project.",
-        "id": "The project's id, the primary key.",
-        "is_default": "Whether this is the organization's default project.",
-        "name": "The project's name.",
-        "organization_id": "Id of the organization the project belongs to.",
-        "updated": "When the project last changed.",
+        "created": ("timestamp", "When the project was created."),
+        "description": ("text", "Free text about the project."),
+        "id": ("bigint", "The project's id, the primary key."),
+        "is_default": ("bool", "Whether this is the organization's default project."),
+        "name": ("text", "The project's name."),
+        "organization_id": ("bigint", "Id of the organization the project belongs to."),
+        "updated": ("timestamp", "When the project last changed."),
     },
     TESTS: {
-        "created": "When the test was created.",
-        "id": "The test's id, the primary key.",
-        "last_test_run_id": "Id of the test's latest run, if it has run.",
-        "name": "The test's name.",
-        "project_id": "Id of the project the test belongs to.",
-        "script": "The test's script.",
-        "test_run_ids": "Ids of every run of the test, as a JSON array.",
-        "updated": "When the test last changed.",
-        "user_id": "Id of the user who created the test.",
+        "created": ("timestamp", "When the test was created."),
+        "id": ("bigint", "The test's id, the primary key."),
+        "last_test_run_id": ("text", "Id of the test's latest run, if it has run."),
+        "name": ("text", "The test's name."),
+        "project_id": ("bigint", "Id of the project the test belongs to."),
+        "script": ("text", "The test's script."),
+        "test_run_ids": ("json", "Ids of every run of the test, as a JSON array."),
+        "updated": ("timestamp", "When the test last changed."),
+        "user_id": ("bigint", "Id of the user who created the test."),
     },
 }
-
-
-# The seed's Schema section, as dlt types: string -> text, integer -> bigint, boolean -> bool,
-# `created`/`updated` -> timestamp (with time zone), array -> json (one row per record).
-SEED_TYPES: Final[dict[str, dict[str, str]]] = {
-    ORGANIZATIONS: dict(
-        billing_address="text",
-        billing_country="text",
-        billing_email="text",
-        created="timestamp",
-        description="text",
-        id="bigint",
-        is_default="bool",
-        is_saml_org="bool",
-        name="text",
-        owner_id="bigint",
-        updated="timestamp",
-        vat_number="text",
-    ),
-    PROJECTS: dict(
-        created="timestamp",
-        description="text",
-        id="bigint",
-        is_default="bool",
-        name="text",
-        organization_id="bigint",
-        updated="timestamp",
-    ),
-    TESTS: dict(
-        created="timestamp",
-        id="bigint",
-        last_test_run_id="text",
-        name="text",
-        project_id="bigint",
-        script="text",
-        test_run_ids="json",
-        updated="timestamp",
-        user_id="bigint",
-    ),
+SEED_TYPES: Final = {t: {c: kind for c, (kind, _) in cs.items()} for t, cs in SEED_COLUMNS.items()}
+COLUMN_DESCRIPTIONS: Final = {
+    t: {c: words for c, (_, words) in cs.items()} for t, cs in SEED_COLUMNS.items()
 }
-
-
-def _columns(types: dict[str, str]) -> TTableSchemaColumns:
-    """Column hints for dlt: every seed field is declared, so its type never depends on the data."""
-    return {
-        name: {"name": name, "data_type": data_type, "nullable": name != "id"}  # type: ignore[typeddict-item]
-        for name, data_type in types.items()
+# The same as dlt's column hints: every seed field is declared, so its type never depends on data.
+SCHEMA: Final[dict[str, TTableSchemaColumns]] = {
+    table: {
+        name: {"name": name, "data_type": kind, "nullable": name != "id"}  # type: ignore[typeddict-item]
+        for name, kind in types.items()
     }
-
-
-# The same, as dlt's column hints.
-SCHEMA: Final[dict[str, TTableSchemaColumns]] = {t: _columns(c) for t, c in SEED_TYPES.items()}
+    for table, types in SEED_TYPES.items()
+}

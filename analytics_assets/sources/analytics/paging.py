@@ -1,0 +1,117 @@
+"""When a list ends, and how many requests may be in flight: the source's rules, without HTTP."""
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+class PastTheEnd(Exception):
+    """A 404 for a page after the first: Django REST Framework's answer past a list's end.
+
+    `invalid_page` when the body says so (`{"detail": "Invalid page."}`).
+    """
+
+    def __init__(self, error: Exception, invalid_page: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.invalid_page = invalid_page
+
+
+@dataclass
+class ListPaging:
+    """Where one list stands while its pages are asked for and answered, in any order.
+
+    The list ends at its first page that is not full: short, empty, a 404 past page 1, or the
+    last page its total promises. An error on a page before that fails the sync; an answer
+    past it, whatever it is, is nobody's concern. Without a total, pages are asked for up to
+    `ahead` beyond the run of full ones; with one, exactly the pages it promises.
+    """
+
+    page_size: int
+    asked: int = 0  # pages 1..asked were asked for
+    full: int = 0  # pages 1..full came back full
+    end: int | None = None  # the last page, once every page up to it is answered
+    total: int | None = None  # the list's length, when page 1 tells it
+    answers: dict[int, int | BaseException] = field(default_factory=dict)  # rows, or the error
+
+    @property
+    def promised(self) -> int | None:
+        """The last page the total promises."""
+        return None if self.total is None else max(1, -(-self.total // self.page_size))
+
+    def next_page(self, ahead: int) -> tuple[int, bool] | None:
+        """The next page to ask for and whether it is surely needed, or None for none now."""
+        page = self.asked + 1
+        if self.end is not None or (self.promised is not None and page > self.promised):
+            return None
+        if self.asked == self.full or self.promised is not None:
+            return page, True
+        if self.full and page <= self.full + ahead:
+            return page, False
+        return None
+
+    def receive(self, page: int, answer: int | BaseException, total: int | None = None) -> None:
+        """Take one page's row count (or error); raises the error of a page the list needs."""
+        if page == 1:
+            self.total = total
+        self.answers[page] = answer
+        while self.end is None and self.full + 1 in self.answers:
+            page = self.full + 1
+            got = self.answers.pop(page)
+            if isinstance(got, PastTheEnd) and (got.invalid_page or page > (self.promised or 0)):
+                self.end = page - 1  # the list ended on the full page before (or shrank to it)
+            elif isinstance(got, PastTheEnd):
+                raise got.error  # the total promises this page: a real 404
+            elif isinstance(got, BaseException):
+                raise got
+            elif got < self.page_size or page == self.promised:
+                self.end = page
+            else:
+                self.full = page
+
+
+class Pacer:
+    """How many requests may be in flight: `concurrency` at most, and below what the API refused.
+
+    A 429 for a request sent with n in flight means the API admits fewer than n: the limit drops
+    to n - 1 at once (a burst of 429s leaves it below the smallest refused level). It climbs
+    back one request at a time, after `probe_after` answers in a row without a 429; a probe
+    that draws a 429 doubles that wait, so a sync spends few requests above the API's cap.
+    """
+
+    def __init__(self, concurrency: int, probe_after: int = 32) -> None:
+        self.concurrency = self.limit = concurrency
+        self.probe_after = probe_after
+        self.in_flight = 0
+        self._streak = 0
+        self._probing = False
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def slot(self) -> Iterator[int]:
+        """Wait for room and hold it while a request is out; yields how many are out with it."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+            level = self.in_flight
+        try:
+            yield level
+        finally:
+            with self._changed:
+                self.in_flight -= 1
+                self._changed.notify_all()
+
+    def answered(self, level: int, throttled: bool) -> None:
+        """One answer to a request sent at `level`: a 429 (`throttled`) or anything else."""
+        with self._changed:
+            if throttled:
+                if self._probing:
+                    self.probe_after *= 2
+                self._probing, self._streak = False, 0
+                self.limit = max(1, min(self.limit, level - 1))
+                return
+            self._streak += 1
+            if self.limit < self.concurrency and self._streak >= self.probe_after:
+                self.limit, self._streak, self._probing = self.limit + 1, 0, True
+                self._changed.notify_all()

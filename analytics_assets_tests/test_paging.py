@@ -1,0 +1,152 @@
+"""The paging and pacing rules on their own: no HTTP, no threads, answers in any order."""
+
+import random
+
+import pytest
+import requests
+
+from analytics_assets.sources.analytics.paging import ListPaging, Pacer, PastTheEnd
+
+PAGE = 32
+AHEAD = 4
+
+
+def rows_on(page: int, total: int) -> int:
+    return max(0, min(PAGE, total - (page - 1) * PAGE))
+
+
+def fewest(total: int, with_total: bool) -> int:
+    return max(1, -(-total // PAGE)) if with_total else total // PAGE + 1
+
+
+def page_through(total: int, with_total: bool, seed: int, past_end: str) -> tuple[list[int], int]:
+    """Ask and answer pages as a pool would, answering in flight pages in a random order."""
+    paging, in_flight, asked, order = ListPaging(PAGE), [], [], random.Random(seed)
+    while paging.end is None:
+        while len(in_flight) < AHEAD and (want := paging.next_page(AHEAD)) is not None:
+            paging.asked += 1
+            in_flight.append(want[0])
+            asked.append(want[0])
+        page = in_flight.pop(order.randrange(len(in_flight)))
+        rows = rows_on(page, total)
+        if rows == 0 and page > 1 and past_end == "404":
+            paging.receive(page, PastTheEnd(requests.HTTPError("404"), invalid_page=True))
+        else:
+            paging.receive(page, rows, total if with_total else None)
+    return asked, paging.end
+
+
+@pytest.mark.parametrize("total", [0, 1, 31, 32, 33, 64])
+@pytest.mark.parametrize("with_total", [False, True], ids=["no-total", "total"])
+@pytest.mark.parametrize("past_end", ["empty", "404"])
+def test_a_list_ends_at_its_first_page_that_is_not_full_in_any_answer_order(
+    total: int, with_total: bool, past_end: str
+) -> None:
+    least = fewest(total, with_total)
+    # without a total, a full last page is followed by an empty page, or a 404 that ends it too
+    last = least - (past_end == "404" and not with_total and total > 0 and total % PAGE == 0)
+    for seed in range(20):
+        asked, end = page_through(total, with_total, seed, past_end)
+        assert end == last
+        assert sorted(asked) == list(range(1, len(asked) + 1)), "a page was skipped or asked twice"
+        if with_total:
+            assert len(asked) == least, "with a total, not one page more than it promises"
+        else:
+            assert least <= len(asked) <= least + AHEAD - 1
+
+
+def test_page_1_goes_out_alone_then_pages_ahead_of_the_full_ones() -> None:
+    paging = ListPaging(PAGE)
+    assert paging.next_page(AHEAD) == (1, True)
+    paging.asked = 1
+    assert paging.next_page(AHEAD) is None, "nothing ahead of page 1 before it answers"
+    paging.receive(1, PAGE)
+    assert paging.next_page(AHEAD) == (2, True)
+    paging.asked = 2
+    assert [paging.next_page(AHEAD)] == [(3, False)]
+    paging.asked = 1 + AHEAD
+    assert paging.next_page(AHEAD) is None, "at most `ahead` pages beyond the full ones"
+
+
+def test_with_a_total_every_promised_page_is_surely_needed() -> None:
+    paging = ListPaging(PAGE)
+    paging.asked = 1
+    paging.receive(1, PAGE, total=100)
+    wanted = []
+    while (want := paging.next_page(AHEAD)) is not None:
+        paging.asked += 1
+        wanted.append(want)
+    assert wanted == [(2, True), (3, True), (4, True)]
+
+
+def test_a_short_page_ends_the_list_and_pages_past_it_do_not_count() -> None:
+    paging = ListPaging(PAGE)
+    paging.asked = 5
+    paging.receive(5, RuntimeError("503 past the end"))
+    paging.receive(4, 0)
+    paging.receive(3, PastTheEnd(requests.HTTPError("404"), invalid_page=False))
+    assert paging.end is None, "pages 1 and 2 are not answered yet"
+    paging.receive(2, 7)
+    paging.receive(1, PAGE)
+    assert paging.end == 2
+
+
+def test_an_error_on_a_page_the_list_needs_fails_once_its_turn_comes() -> None:
+    paging = ListPaging(PAGE)
+    paging.asked = 3
+    paging.receive(2, RuntimeError("503 on page 2"))
+    paging.receive(3, 5)
+    with pytest.raises(RuntimeError, match="503 on page 2"):
+        paging.receive(1, PAGE)
+
+
+def test_an_empty_page_and_a_404_past_page_1_end_the_list() -> None:
+    empty, missing = ListPaging(PAGE), ListPaging(PAGE)
+    for paging in (empty, missing):
+        paging.asked = 2
+        paging.receive(1, PAGE)
+    empty.receive(2, 0)
+    missing.receive(2, PastTheEnd(requests.HTTPError("404"), invalid_page=False))
+    assert (empty.end, missing.end) == (2, 1)
+
+
+def test_a_404_on_a_page_the_total_promises_is_an_error_unless_the_list_shrank() -> None:
+    error = requests.HTTPError("404 for page 2")
+    real, shrank = ListPaging(PAGE), ListPaging(PAGE)
+    for paging in (real, shrank):
+        paging.asked = 2
+        paging.receive(1, PAGE, total=65)
+    shrank.receive(2, PastTheEnd(error, invalid_page=True))
+    assert shrank.end == 1
+    with pytest.raises(requests.HTTPError, match="404 for page 2"):
+        real.receive(2, PastTheEnd(error, invalid_page=False))
+
+
+def test_a_429_drops_the_limit_below_the_refused_level_at_once() -> None:
+    pacer = Pacer(8)
+    for level in (8, 6, 4, 7, 5):  # one burst above a cap of 3, answered in any order
+        pacer.answered(level, throttled=True)
+    assert pacer.limit == 3
+
+
+def test_the_limit_climbs_back_slowly_and_a_failed_probe_doubles_the_wait() -> None:
+    pacer = Pacer(4, probe_after=10)
+    pacer.answered(4, throttled=True)
+    assert pacer.limit == 3
+    for _ in range(9):
+        pacer.answered(3, throttled=False)
+    assert pacer.limit == 3
+    pacer.answered(3, throttled=False)
+    assert pacer.limit == 4, "a probe after 10 answers in a row"
+    pacer.answered(4, throttled=True)
+    assert (pacer.limit, pacer.probe_after) == (3, 20)
+    for _ in range(19):
+        pacer.answered(3, throttled=False)
+    assert pacer.limit == 3
+
+
+def test_a_slot_counts_the_requests_out_with_it() -> None:
+    pacer = Pacer(3)
+    with pacer.slot() as first, pacer.slot() as second:
+        assert (first, second, pacer.in_flight) == (1, 2, 2)
+    assert pacer.in_flight == 0
