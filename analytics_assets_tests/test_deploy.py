@@ -1,4 +1,4 @@
-"""One instance, two files: the Helm values set the limits of deploy/dagster.yaml, in the chart's terms.
+"""One instance, two files: the Helm values hold the limits of deploy/dagster.yaml, in chart terms.
 
 The chart (dagster-io/dagster, `helm/dagster`, 1.13) turns `concurrency` and
 `dagsterDaemon.runMonitoring` into the instance's `concurrency` and `run_monitoring`, camelCase to
