@@ -177,7 +177,7 @@ def test_checks_of_a_table_not_created_yet_pass_with_a_warning(env: SampleApiSer
     for (table, _), evaluation in evaluations.items():
         if table != "organizations":
             assert evaluation.severity == AssetCheckSeverity.WARN
-            assert evaluation.description == f"No {table} table yet: no rows."
+            assert evaluation.description == f"No {table} table yet: the API has served none."
 
 
 def test_tests_pointing_at_unknown_projects_are_named(synced: Path, env: SampleApiServer) -> None:
