@@ -20,9 +20,10 @@ from analytics_assets.sources.analytics import settings
 from analytics_assets.sources.analytics.pipeline import warehouse_lock
 from analytics_assets.sources.analytics.settings import ORGANIZATIONS, PROJECTS, TESTS
 
-CHUNK_SIZE = 1000  # rows fetched at a time: memory stays flat whatever the table's size
+CHUNK_SIZE = 1000  # rows fetched at a time; a check keeps only a count and SAMPLE_SIZE of them
 WARN = dg.AssetCheckSeverity.WARN
 Result = dg.AssetCheckResult
+Context = dg.AssetCheckExecutionContext
 COLUMNS_SQL = (
     "-- in short, what dlt's get_storage_tables asks, with the dataset and the table for %s\n"
     "SELECT column_name, data_type\nFROM information_schema.columns\n"
@@ -213,7 +214,7 @@ SPECS = {
     can_subset=True,
     pool=WAREHOUSE_POOL,
 )
-def analytics_table_checks(context: dg.AssetCheckExecutionContext) -> Iterator[Result]:
+def analytics_table_checks(context: Context) -> Iterator[Result]:
     """The selected checks, each on its own, in one step: each step opens the warehouse again."""
     with (
         warehouse_lock(context.log.info, shared=True) as pipeline,
@@ -228,7 +229,7 @@ def analytics_table_checks(context: dg.AssetCheckExecutionContext) -> Iterator[R
                 yield result._replace(asset_key=key.asset_key, check_name=key.name)
 
 
-def _run(context: Any, client: Client, check: Callable, table: str, loaded: bool) -> Result:
+def _run(context: Context, client: Client, check: Callable, table: str, loaded: bool) -> Result:
     """One check on its own: if it raises, that is its failed result, and the next one runs."""
     if not loaded and check is not not_empty:  # a table with no rows is what not_empty reports
         none = f"No {table} table yet: the API has served none."
