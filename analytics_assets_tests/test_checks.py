@@ -5,14 +5,21 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, asset, materialize
+from dagster import (
+    AssetCheckKey,
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterInstance,
+    asset,
+    materialize,
+)
 from dagster_dlt import DagsterDltResource
 
 from analytics_assets import defs
+from analytics_assets.orchestration import checks
 from analytics_assets.orchestration.assets import analytics_tables
-from analytics_assets.orchestration.checks import analytics_table_checks, open_warehouse
+from analytics_assets.orchestration.checks import analytics_table_checks
 from analytics_assets.sample_api import Fault, SampleApiServer
-from analytics_assets.sources.analytics.pipeline import analytics_pipeline
 from analytics_assets.sources.analytics.settings import SAMPLE_SIZE
 from analytics_assets_tests.conftest import query, run_sync
 
@@ -69,7 +76,8 @@ def test_duplicate_and_null_ids_are_named(synced: Path, env: SampleApiServer) ->
 
     dup = evaluations[("organizations", "id_is_unique_and_not_null")]
     assert not dup.passed
-    assert dup.metadata["sample_duplicated_ids"].value == [org]
+    assert dup.metadata["sample_offending_ids"].value == [org]
+    assert dup.metadata["copies"].value == {str(org): 2}
     assert dup.metadata["duplicated_ids"].value == 1
     assert "GROUP BY id" in dup.metadata["sql"].value
     nulls = evaluations[("tests", "id_is_unique_and_not_null")]
@@ -110,6 +118,68 @@ def test_orphaned_projects_fail_the_blocking_check_the_run_and_what_is_downstrea
     assert AssetKey(["analytics", "tests"]) in materialized
 
 
+def test_the_blocking_check_says_what_blocking_does_in_a_one_step_sync() -> None:
+    key = AssetCheckKey(
+        AssetKey(["analytics", "projects"]), "organization_id_references_organizations"
+    )
+    spec = defs.resolve_asset_graph().get_check_spec(key)
+
+    assert spec.blocking
+    assert spec.description is not None
+    for words in ("the run fails", "the failure sensor reports it", "do not materialize"):
+        assert words in spec.description
+    assert "Tests load in the same step as projects, so they are not held back." in spec.description
+
+
+def test_a_check_that_raises_fails_alone_and_the_others_still_report(synced: Path) -> None:
+    # the case: with projects.organization_id gone, the old single loop reported 5 of 10
+    tamper(synced, "ALTER TABLE analytics.projects DROP COLUMN organization_id")
+
+    evaluations = run_checks()
+
+    assert len(evaluations) == 11
+    raised = evaluations[("projects", "organization_id_references_organizations")]
+    assert not raised.passed and raised.severity == AssetCheckSeverity.ERROR
+    assert raised.description.startswith("The check raised ")
+    assert "organization_id" in raised.description
+    failed = {key for key, e in evaluations.items() if not e.passed}
+    assert failed == {
+        ("projects", "organization_id_references_organizations"),
+        ("projects", "matches_seed_schema"),
+    }
+    assert evaluations[("projects", "matches_seed_schema")].metadata["missing_columns"].value == [
+        "organization_id"
+    ]
+
+
+def test_a_query_that_fails_fails_its_check_and_not_the_run(synced: Path) -> None:
+    tamper(synced, "ALTER TABLE analytics.tests DROP COLUMN last_test_run_id")
+
+    result = defs.resolve_job_def("analytics_checks").execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+    assert result.success, "no blocking check failed: the step and the run succeed"
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {
+        "matches_seed_schema",
+        "test_run_ids_are_integer_arrays",
+        "last_test_run_id_in_test_run_ids",
+    }
+
+
+def test_checks_of_a_table_not_created_yet_pass_with_a_warning(env: SampleApiServer) -> None:
+    assert run_sync("organizations").success  # dlt creates no projects or tests table
+
+    evaluations = run_checks()
+
+    assert len(evaluations) == 11 and all(e.passed for e in evaluations.values())
+    for (table, _), evaluation in evaluations.items():
+        if table != "organizations":
+            assert evaluation.severity == AssetCheckSeverity.WARN
+            assert evaluation.description == f"No {table} table yet: the API has served none."
+
+
 def test_tests_pointing_at_unknown_projects_are_named(synced: Path, env: SampleApiServer) -> None:
     test_id = env.account.tests[3]["id"]
     tamper(synced, f"UPDATE analytics.tests SET project_id = 777 WHERE id = {test_id}")
@@ -141,8 +211,11 @@ def test_bad_test_run_ids_are_named_with_a_reason(synced: Path, env: SampleApiSe
     }
 
 
-def test_every_bad_row_is_counted_and_a_sample_named(synced: Path, env: SampleApiServer) -> None:
-    # a check keeps a count and a bounded sample, never the offending rows themselves
+def test_every_bad_row_is_counted_and_a_sample_named(
+    synced: Path, env: SampleApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a check reads a chunk at a time and keeps a count and a bounded sample, never the rows
+    monkeypatch.setattr(checks, "CHUNK_SIZE", 7)
     tamper(synced, "UPDATE analytics.tests SET test_run_ids = '[7, 7]', last_test_run_id = '8'")
     ids = sorted(t["id"] for t in env.account.tests)
 
@@ -152,14 +225,6 @@ def test_every_bad_row_is_counted_and_a_sample_named(synced: Path, env: SampleAp
         metadata = evaluations[("tests", name)].metadata
         assert metadata["offending_rows"].value == len(ids), name
         assert metadata["sample_offending_ids"].value == ids[:SAMPLE_SIZE], name
-
-
-def test_rows_are_read_a_chunk_at_a_time_all_in_order(synced: Path, env: SampleApiServer) -> None:
-    with open_warehouse(analytics_pipeline()) as warehouse:
-        sql = f"SELECT id FROM {warehouse.table('tests')} ORDER BY id"
-        ids = [row[0] for row in warehouse.stream(sql, chunk_size=7)]
-
-    assert ids == sorted(t["id"] for t in env.account.tests)
 
 
 def test_last_run_outside_the_run_list_is_named(synced: Path, env: SampleApiServer) -> None:
