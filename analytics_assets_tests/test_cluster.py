@@ -240,9 +240,9 @@ def test_a_host_killed_mid_load_loses_its_slot_and_the_other_run_completes(
     cluster.api.account.tests[0]["name"] = "Retitled after the crash"
     lock = psycopg2.connect(cluster.pg.warehouse)
     try:
-        # the victim's load waits on this lock, so it is killed mid-load at a moment we choose
+        # the victim's load waits on this lock (reads pass), so it is killed mid-load when we choose
         with lock.cursor() as cur:
-            cur.execute("LOCK TABLE analytics.tests IN ACCESS EXCLUSIVE MODE")
+            cur.execute("LOCK TABLE analytics.tests IN EXCLUSIVE MODE")
         victim = cluster.launch("victim", {"dagster/max_runtime": str(VICTIM_MAX_RUNTIME_S)})
         victim_run = wait_until("the victim's run started", lambda: cluster.run("victim"), [victim])
         wait_until(

@@ -55,6 +55,8 @@ PAST_END_CHOICES = ("empty", "404")
 # Each takes the script size in KiB (0: the short sample scripts).
 ACCOUNT_SIZES: dict[str, Callable[[float], Account]] = {
     "demo": lambda kb: build_account(script_kb=kb),
+    # 20 lists and 80 requests at page size 32: where a sync's fixed costs weigh most.
+    "small": lambda kb: build_scaled_account(18, 150, 1950, script_kb=kb),
     "bench": lambda kb: build_scaled_account(40, 900, 12000, script_kb=kb),
     "bench10x": lambda kb: build_scaled_account(400, 9000, 120000, script_kb=kb),
 }
@@ -800,7 +802,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--size",
         choices=sorted(ACCOUNT_SIZES),
         default="demo",
-        help="demo: 4 orgs/68 projects/102 tests; bench: 40/900/12000; bench10x: 400/9000/120000",
+        help="demo: 4 orgs/68 projects/102 tests; small: 18/150/1950; bench: 40/900/12000; "
+        "bench10x: 400/9000/120000",
     )
     parser.add_argument(
         "--script-kb",

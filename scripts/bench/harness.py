@@ -48,6 +48,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 class SampleApi:
     """The bundled sample API as a separate process, so its CPU is not the variant's.
 
+    `script_kb` is the size of each test's script in KiB (0: one-line sample scripts);
     `count` opts in to `meta.count` totals (the seed's contract has none); `concurrency_cap`
     makes it answer 429 with `Retry-After: cap_retry_after` beyond that many requests in flight.
     """
@@ -58,6 +59,7 @@ class SampleApi:
         latency_ms: float,
         workdir: Path,
         *,
+        script_kb: float = 0,
         count: bool = False,
         concurrency_cap: int | None = None,
         cap_retry_after: float = 1.0,
@@ -65,11 +67,12 @@ class SampleApi:
         self.size = size
         self.latency_ms = latency_ms
         self.workdir = workdir
+        self.script_kb = script_kb
         self.count = count
         self.concurrency_cap = concurrency_cap
         self.cap_retry_after = cap_retry_after
-        self.name = (
-            f"api-{size}"
+        self.name = (  # one ready file and log per API process of a bench run
+            f"api-{size}-kb{script_kb:g}"
             + ("-count" if count else "")
             + (f"-cap{concurrency_cap}" if concurrency_cap else "")
         )
@@ -78,6 +81,7 @@ class SampleApi:
 
     def __enter__(self) -> "SampleApi":
         ready = self.workdir / f"{self.name}.url"
+        ready.unlink(missing_ok=True)  # a stale URL would point at a process that has ended
         log_path = self.workdir / f"{self.name}.log"
         log = log_path.open("wb")
         command = [
@@ -92,6 +96,8 @@ class SampleApi:
             "0",
             "--ready-file",
             str(ready),
+            "--script-kb",
+            f"{self.script_kb:g}",
         ]
         if self.count:
             command.append("--count")
@@ -104,7 +110,7 @@ class SampleApi:
             ]
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + 300  # bench10x builds 130k records first
+        deadline = time.monotonic() + 300  # bench10x: 130k records, 20 s with 5 KB scripts
         while not ready.exists():
             if self._process.poll() is not None:
                 raise RuntimeError(

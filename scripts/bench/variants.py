@@ -5,7 +5,8 @@ project's documented entry point, so the numbers describe what users actually ru
 command of its own: it is the sync step inside (c1), timed by Dagster, because every other
 entry point into the package now imports Dagster too and would time that, not the sync. (d8)
 and (d3) are (c1) against an API that caps requests in flight, with the project's concurrency
-above and at the cap.
+above and at the cap. Every variant talks to whatever the bench's sample API serves (script
+size, total or not), so (a), (b) and (c1) of one table always get the same data.
 """
 
 import sys
@@ -50,7 +51,8 @@ class Variant:
     """A named command with its environment and working directory.
 
     `build` is None for a variant read out of another one's runs (`derived_from`); `capped`
-    variants run against their own sample API with a concurrency cap, at 1x without a total;
+    variants run against their own sample API with a concurrency cap (on `bench` and `small`,
+    one-line scripts, without a total);
     `dagster_run` variants leave a Dagster run whose sync step the bench times afterwards.
     """
 
