@@ -1,9 +1,10 @@
 """`scripts/bench.py --quick` still runs every variant end to end (no timing assertions).
 
 Why: the benchmark harness is only run by hand (`make bench`); without this test a change to
-an entry point, the sample API's control endpoints or flags (`--count`, `--concurrency-cap`),
-Dagster's step events or the report would go unnoticed until then. The quick run measures the
-demo account against both API contracts and the capped API, about 35 s on 2 cores.
+an entry point, the sample API's control endpoints or flags (`--count`, `--concurrency-cap`,
+`--script-kb`), Dagster's step events or the report would go unnoticed until then. The quick
+run measures the demo account with one-line and 5 KB scripts without a total, with one-line
+scripts and a total, and the `small` account against the capped API: about 70 s on 2 cores.
 """
 
 import re
@@ -36,7 +37,7 @@ def test_quick_bench_writes_a_table_with_every_variant(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=360,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -44,8 +45,14 @@ def test_quick_bench_writes_a_table_with_every_variant(tmp_path: Path) -> None:
     sections = _variant_tables(report)
     contracts = {title: rows for title, rows in sections.items() if "API capped" not in title}
     capped = {title: rows for title, rows in sections.items() if "API capped" in title}
-    assert sorted("with a total" in title for title in contracts) == [False, True], report
-    assert len(capped) == 1, report
+    shapes = sorted(
+        ("5 KB scripts" in title, "with a total" in title)
+        for title in contracts
+        if "one-line scripts" in title or "5 KB scripts" in title
+    )
+    assert shapes == [(False, False), (False, True), (True, False)], report
+    assert len(contracts) == 3, report
+    assert [title.startswith("`small`") for title in capped] == [True], report
     for tables, labels in ((contracts, VARIANTS), (capped, OVER_CAP_VARIANTS)):
         for title, rows in tables.items():
             for label in labels:

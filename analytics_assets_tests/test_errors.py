@@ -1,11 +1,13 @@
 """Each wrong setting fails `dagster asset materialize` with one line naming cause and setting.
 
-The line is what a user reads at the end of the error; the traceback is still printed above it.
+The line is among the last a user reads: no chain of requests' and urllib3's errors follows it,
+only the few frames of the step that raised it.
 """
 
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,11 @@ def materialize(tmp_path: Path, **settings: str | None) -> str:
     done = subprocess.run(MATERIALIZE, cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode != 0, "the run did not fail"
     return done.stdout + done.stderr
+
+
+def last_lines(output: str, count: int = 12) -> str:
+    """What a user reads at the end of the output."""
+    return "\n".join([line for line in output.splitlines() if line.strip()][-count:])
 
 
 @pytest.fixture
@@ -100,7 +107,26 @@ def test_a_setting_out_of_range_fails_before_any_request_naming_it(
 ) -> None:
     output = materialize(tmp_path, **{**working, name: value})
 
-    assert line in output
+    assert line in last_lines(output), output[-2000:]
+    assert api.request_count() == 0
+
+
+def test_every_setting_problem_is_named_at_once(
+    api: SampleApiServer, working: dict[str, str], tmp_path: Path
+) -> None:
+    output = materialize(
+        tmp_path,
+        SOURCES__ANALYTICS__BASE_URL=None,
+        SOURCES__ANALYTICS__API_TOKEN=None,
+        SOURCES__ANALYTICS__PAGE_SIZE="5000",
+        RUNTIME__REQUEST_MAX_ATTEMPTS="0",
+    )
+
+    end = last_lines(output, 16)
+    for variable in ("BASE_URL", "API_TOKEN", "PAGE_SIZE"):
+        assert f"SOURCES__ANALYTICS__{variable}" in end, output[-2000:]
+    assert "between 1 and 1000" in end
+    assert "RUNTIME__REQUEST_MAX_ATTEMPTS is 0; it must be at least 1." in end
     assert api.request_count() == 0
 
 
@@ -117,7 +143,7 @@ def test_a_rejected_token_names_the_token_setting(
         f"{status} Client Error: {reason} for url: {api.url}/v3/organizations. The API rejected "
         "the token: set SOURCES__ANALYTICS__API_TOKEN, or api_token under [sources.analytics] "
         "in .dlt/secrets.toml."
-    ) in output
+    ) in last_lines(output)
     assert TOKEN not in output
 
 
@@ -137,5 +163,50 @@ def test_an_unreachable_api_names_the_base_url(
     assert (
         f"Cannot reach the analytics API at {url}: {cause}. Check SOURCES__ANALYTICS__BASE_URL "
         f"(now {url})."
-    ) in output
+    ) in last_lines(output)
+    assert "ConnectionRefusedError" not in output and "NewConnectionError" not in output
     assert TOKEN not in output
+
+
+def test_an_api_that_does_not_answer_names_the_timeout(
+    api: SampleApiServer, working: dict[str, str], tmp_path: Path
+) -> None:
+    api.add_fault(Fault("/v3/organizations", 200, times=10, kind="stall", stall_seconds=2))
+
+    output = materialize(
+        tmp_path, **working, RUNTIME__REQUEST_TIMEOUT="0.3", RUNTIME__REQUEST_MAX_ATTEMPTS="2"
+    )
+
+    assert (
+        f"did not answer GET {api.url}/v3/organizations within RUNTIME__REQUEST_TIMEOUT=0.3 s, "
+        "2 times."
+    ) in last_lines(output)
+
+
+def test_a_page_past_the_end_that_stalls_does_not_hold_the_process(
+    api: SampleApiServer, working: dict[str, str], tmp_path: Path
+) -> None:
+    stall = 60.0
+    api.account.tests[:] = api.account.tests[:40]  # page 2 is short: page 3 is past the end
+    api.latency = 0.05  # page 3 goes out while page 2 is on its way
+    stalled = Fault(
+        "/loadtests/v2/tests", 200, kind="stall", stall_seconds=stall, query={"page": "3"}
+    )
+    api.add_fault(stalled)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+    env |= {
+        **FAST_RETRY_ENV,
+        **working,
+        "SOURCES__ANALYTICS__API_TOKEN": api.token,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "DLT_DATA_DIR": str(tmp_path / "dlt"),
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "warehouse.duckdb"),
+    }
+    (tmp_path / "home").mkdir()
+    started = time.monotonic()
+    command = [*MATERIALIZE[:-1], "analytics/tests"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    assert stalled.times == 0, "page 3 was never asked for: the test proves nothing"
+    assert time.monotonic() - started < stall / 2, "the process waited for the stalled page"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from analytics_assets.sample_api import Fault, SampleApiServer, build_account
-from analytics_assets.sources.analytics import SettingError, analytics
+from analytics_assets.sources.analytics import SettingError, configured_client, from_config
 from analytics_assets_tests.conftest import query, run_sync
 
 PAGE = 32
@@ -240,7 +240,7 @@ def test_missing_token_fails_before_any_request_naming_the_setting(
     monkeypatch.delenv("SOURCES__ANALYTICS__API_TOKEN")
 
     with pytest.raises(SettingError, match="SOURCES__ANALYTICS__API_TOKEN"):
-        analytics()
+        from_config(configured_client)
     result = run_sync(raise_on_error=False)
 
     assert not result.success

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from analytics_assets.sample_api import Fault, SampleApiServer, build_account
-from analytics_assets.sources.analytics import SettingError, analytics
+from analytics_assets.sources.analytics import SettingError, configured_client, from_config
 from analytics_assets_tests.conftest import REPO, run_sync
 from analytics_assets_tests.test_http import failure_message
 
@@ -88,7 +88,7 @@ def test_plain_http_is_refused_off_loopback(
     monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", url)
 
     with pytest.raises(SettingError, match="SOURCES__ANALYTICS__BASE_URL"):
-        analytics()
+        from_config(configured_client)
     result = run_sync(raise_on_error=False)
 
     assert "https://" in failure_message(result)
@@ -100,7 +100,7 @@ def test_plain_http_is_allowed_on_loopback(
 ) -> None:
     monkeypatch.setenv("SOURCES__ANALYTICS__BASE_URL", url)
 
-    assert analytics() is not None
+    assert from_config(configured_client).base_url == url
 
 
 def test_secrets_and_warehouses_are_never_tracked_by_git() -> None:

@@ -25,16 +25,17 @@ from dlt.common.runtime.collector import LogCollector
 from analytics_assets.sources.analytics import analytics, from_config
 from analytics_assets.sources.analytics.pipeline import (
     declared_pipeline,
-    limit_reached,
     loader_file_format,
     remove_ghosts,
     sync_settings,
+    user_error,
     warehouse_lock,
 )
 from analytics_assets.sources.analytics.settings import (
     COLUMN_DESCRIPTIONS,
     CONCURRENCY,
     DATASET_NAME,
+    DEFAULT_BASE_URL,
     DEFAULT_DIALECT,
     DESCRIPTIONS,
     ORGANIZATIONS,
@@ -92,8 +93,8 @@ class AnalyticsTranslator(DagsterDltTranslator):
 # Only its resources' names and hints matter: each run builds its source from dlt's config. Every
 # argument is given, so the code location loads whatever is (or is not yet) configured.
 DECLARED_SOURCE = analytics(
-    base_url="https://analytics.invalid",
-    api_token="set-at-run-time",
+    base_url=DEFAULT_BASE_URL,
+    api_token="",
     page_size=PAGE_SIZE,
     concurrency=CONCURRENCY,
     dialect=DEFAULT_DIALECT,
@@ -114,18 +115,17 @@ def analytics_tables(
     """One dlt run over the selected tables; then the rows the API no longer serves go."""
     progress = LogCollector(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
     with warehouse_lock(context.log.info, progress) as pipeline, sync_settings():
-        source = from_config(analytics)
         try:
             results = list(
                 dlt.run(
                     context=context,
-                    dlt_source=source,
+                    dlt_source=from_config(analytics),
                     dlt_pipeline=pipeline,
                     loader_file_format=loader_file_format(pipeline),
                 )
             )
         except Exception as error:
-            if (clear := limit_reached(error, pipeline)) is not None:
+            if (clear := user_error(error, pipeline)) is not None:
                 raise clear from None
             raise
         reports = remove_ghosts(pipeline, [table_of(result) for result in results])

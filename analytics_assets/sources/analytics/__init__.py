@@ -19,6 +19,7 @@ bearer auth, retries and merge on `id` are kept; the lists are plain dlt resourc
 fetches the pages of one endpoint one after another (dlt-hub/dlt#2844).
 """
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from ipaddress import ip_address
 from typing import Any, TypeVar
@@ -207,11 +208,9 @@ def _served(
     and what that serves loads too; the rest goes after the load (`pipeline.remove_ghosts`).
     """
     conform = conform_to(table, SEED_TYPES[table])
-    progress = dlt.current.pipeline().collector
 
     def typed(pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
         for page in pages:
-            progress.update(f"{table} pages")
             records = [conform(record) for record in page]
             yield [r for r in records if r["id"] not in seen and not seen.add(r["id"])]
 
@@ -242,8 +241,11 @@ def analytics(
         dialect: `seed` or `k6`.
         rate_limit_max_wait: Seconds one request may wait out 429s.
     """
-    client = api_client(base_url, api_token, page_size, concurrency, dialect, rate_limit_max_wait)
-    profile, seen = DIALECTS[dialect], {PROJECTS: set[Any](), TESTS: set[Any]()}
+    # checked at the first request, so the definitions can build this source unconfigured
+    settings = (base_url, api_token, page_size, concurrency, dialect, rate_limit_max_wait)
+    client = functools.cache(lambda: api_client(*settings))
+    profile = DIALECTS.get(dialect, DIALECTS[DEFAULT_DIALECT])
+    seen: dict[str, set[Any]] = {PROJECTS: set(), TESTS: set()}
 
     @dlt.resource(
         name=ORGANIZATIONS, columns=SCHEMA[ORGANIZATIONS], write_disposition=MERGE, **HINTS
@@ -251,10 +253,10 @@ def analytics(
     def organizations() -> Iterator[list[dict[str, Any]]]:
         """`GET /v3/organizations`: one answer, the whole list."""
         conform = conform_to(ORGANIZATIONS, SEED_TYPES[ORGANIZATIONS])
-        yield [conform(r) for r in client.get_list(ORGANIZATIONS_PATH, ORGANIZATIONS)]
+        yield [conform(r) for r in client().get_list(ORGANIZATIONS_PATH, ORGANIZATIONS)]
 
     def projects_of(org_id: Any) -> ListSpec:
-        return client.list_spec(PROJECTS_PATH.format(organization_id=org_id))
+        return client().list_spec(PROJECTS_PATH.format(organization_id=org_id))
 
     @dlt.transformer(
         data_from=organizations,
@@ -267,16 +269,16 @@ def analytics(
         """`GET /v3/organizations/{organization_id}/projects`, paged, for every organization."""
         lists = [projects_of(o["id"]) for o in orgs]
         yield from _served(
-            client, PROJECTS, PROJECTS, lists, seen[PROJECTS], projects_of, "organization_id"
+            client(), PROJECTS, PROJECTS, lists, seen[PROJECTS], projects_of, "organization_id"
         )
 
     tests_hints: dict[str, Any] = dict(
         name=TESTS, columns=SCHEMA[TESTS], write_disposition=MERGE, **HINTS
     )
-    selector = client.tests_key
+    selector = profile["tests_key"]
 
     def tests_of(project_id: Any) -> ListSpec:
-        return client.list_spec(TESTS_PATH, project_id=project_id)
+        return client().list_spec(TESTS_PATH, project_id=project_id)
 
     if profile["tests_per_project"]:
 
@@ -286,7 +288,7 @@ def analytics(
             ids = [p["id"] for p in page]
             lists = [tests_of(i) for i in ids]
             pages = _served(
-                client, TESTS, selector, lists, seen[TESTS], tests_of, "project_id", ids
+                client(), TESTS, selector, lists, seen[TESTS], tests_of, "project_id", ids
             )
             yield from arrow_batches(pages, SEED_TYPES[TESTS])
 
@@ -295,8 +297,8 @@ def analytics(
     @dlt.resource(**tests_hints)
     def tests() -> Iterator[Any]:
         """`GET /loadtests/v2/tests`, paged: one list of every test, as Arrow tables."""
-        every_test = client.list_spec(TESTS_PATH)
-        pages = _served(client, TESTS, selector, [every_test], seen[TESTS], lambda _: every_test)
+        every_test = client().list_spec(TESTS_PATH)
+        pages = _served(client(), TESTS, selector, [every_test], seen[TESTS], lambda _: every_test)
         yield from arrow_batches(pages, SEED_TYPES[TESTS])
 
     return [organizations, projects, tests]

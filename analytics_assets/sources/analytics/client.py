@@ -189,7 +189,7 @@ class ApiClient:
     def pages(
         self, lists: Iterable[ListSpec], selector: str, missing_ok: bool = False
     ) -> Iterator[list[dict[str, Any]]]:
-        """Every page of every list, as they arrive; at most `concurrency` requests in flight."""
+        """The records of every list, as they arrive; at most `concurrency` requests in flight."""
         fetch = _Fetch(self, iter(lists), selector, missing_ok)
         # daemon threads: a request past a list's end may stall, and nothing waits for it
         # (a ThreadPoolExecutor's threads are joined at interpreter exit)
@@ -306,17 +306,21 @@ class _Fetch:
             del self.active[spec]
 
     def results(self) -> Iterator[list[dict[str, Any]]]:
-        """The pages as they arrive, or the first error of a page the sync needs."""
+        """The records of every page that has arrived, or the error of a page the sync needs.
+
+        All at once: dlt takes one item from each resource in turn, so a list yielding a page at
+        a time would wait for its turn as long as another resource takes to fill a batch.
+        """
         while True:
             with self.changed:
                 self.changed.wait_for(lambda: self.ready or self._finished() or self.stopped)
-                if not self.ready:
-                    return
-                item = self.ready.popleft()
-                self.changed.notify_all()  # room in `ready`: a worker may ask again
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+                items, self.ready = list(self.ready), deque()
+                self.changed.notify_all()  # room in `ready`: the workers may ask again
+            if not items:
+                return
+            if errors := [item for item in items if isinstance(item, BaseException)]:
+                raise errors[0]
+            yield [record for page in items for record in page]
 
     def stop(self) -> None:
         """Ask for nothing more; a worker still waiting for an answer drops it."""

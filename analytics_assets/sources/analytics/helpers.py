@@ -1,6 +1,7 @@
 """Record typing, Arrow batches and the warehouse's view of a list, for the analytics source."""
 
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -104,16 +105,21 @@ _ARROW = {
 
 
 def arrow_batches(
-    pages: Iterable[list[dict[str, Any]]], columns: dict[str, str], rows: int = 2048
+    pages: Iterable[list[dict[str, Any]]],
+    columns: dict[str, str],
+    rows: int = 2048,
+    seconds: float = 0.2,
 ) -> Iterator[pa.Table]:
-    """Conformed records as Arrow tables of about `rows` rows, in the seed's types.
+    """Conformed records as Arrow tables of `rows` rows or `seconds` of pages, in seed types.
 
     Why: dlt writes Arrow items to parquet while it extracts, and normalize only moves the files
-    (measured in BENCHMARKS.md). Fields beyond `columns` are text.
+    (measured in BENCHMARKS.md). While dlt waits for a batch it takes no other list's pages, so
+    a batch waits `seconds` at most. Fields beyond `columns` are text.
     """
     fields = [pa.field(name, _ARROW[kind], nullable=name != "id") for name, kind in columns.items()]
     as_json = [name for name, kind in columns.items() if kind == "json"]
     batch: list[dict[str, Any]] = []
+    started = time.monotonic()
 
     def table() -> pa.Table:
         extra = sorted({name for record in batch for name in record} - columns.keys())
@@ -128,9 +134,9 @@ def arrow_batches(
                         record[name], ensure_ascii=False, separators=(",", ":")
                     )
         batch.extend(page)
-        if len(batch) >= rows:
+        if len(batch) >= rows or time.monotonic() - started > seconds:
             yield table()
-            batch = []
+            batch, started = [], time.monotonic()
     if batch:
         yield table()
 

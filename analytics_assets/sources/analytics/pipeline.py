@@ -17,6 +17,9 @@ from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.progress import TCollectorArg
 
+from analytics_assets.sources.analytics import SettingError
+from analytics_assets.sources.analytics.client import ApiError
+from analytics_assets.sources.analytics.helpers import ContractViolation
 from analytics_assets.sources.analytics.settings import (
     DATASET_NAME,
     DEFAULT_DESTINATION,
@@ -149,19 +152,34 @@ def sync_settings() -> Iterator[None]:
         dlt_logger.removeFilter(notice)
 
 
-def limit_reached(error: BaseException, pipeline: Any) -> WarehouseLimitReached | None:
-    """A clear error when the warehouse ran out of memory or disk, else None."""
+def user_error(error: BaseException, pipeline: Any) -> Exception | None:
+    """The error under `error` that a user can act on, anew: none of its wrappers' traces follow.
+
+    dlt wraps a source's error twice, and requests chains urllib3's: a CLI prints them all
+    after the one line that names the cause and the setting to change.
+    """
     cause: BaseException | None = error
-    while cause is not None and "Out of Memory Error" not in str(cause):
+    while cause is not None:
+        if isinstance(cause, ApiError | SettingError | ContractViolation):
+            return type(cause)(*cause.args)
+        cause = cause.__cause__ or cause.__context__
+    return _limit_reached(error, pipeline)
+
+
+def _limit_reached(error: BaseException, pipeline: Any) -> WarehouseLimitReached | None:
+    """A clear error when DuckDB ran out of memory, else None."""
+    found, cause = None, error
+    while cause is not None:  # the innermost error that says so
+        found = cause if "Out of Memory Error" in str(cause) else found
         cause = cause.__cause__ or cause.__context__
     duckdb = duckdb_credentials(pipeline)
-    if cause is None or duckdb is None:
+    if found is None or duckdb is None:
         return None
-    now = duckdb.global_config
     return WarehouseLimitReached(
-        f"DuckDB ran out of memory while loading: {str(cause).splitlines()[0][:200]} Nothing of "
-        f"this sync's failed tables was loaded. Raise memory_limit in {DUCKDB_CONFIG_SETTING} "
-        f'(now {now}), e.g. {DUCKDB_CONFIG_SETTING}=\'{{"memory_limit": "1GB"}}\'.'
+        f"DuckDB ran out of memory: {str(found).splitlines()[0][:200]} A table whose load "
+        f"failed keeps its rows of the last good sync. Raise memory_limit in "
+        f"{DUCKDB_CONFIG_SETTING} (now {duckdb.global_config}), e.g. "
+        f'{DUCKDB_CONFIG_SETTING}=\'{{"memory_limit": "1GB"}}\'.'
     )
 
 

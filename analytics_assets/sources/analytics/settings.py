@@ -23,7 +23,7 @@ DEFAULT_DESTINATION: Final = "duckdb"
 # for long strings such as scripts: 4x faster to write, half the file. Each key can be
 # overridden: DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG='{"memory_limit": "1GB"}'.
 DUCKDB_GLOBAL_CONFIG: Final = {
-    "memory_limit": "128MB",
+    "memory_limit": "64MB",
     "threads": 1,
     "preserve_insertion_order": False,
     "force_compression": "zstd",
