@@ -1,16 +1,20 @@
 """Run the demo or the Dagster UI against the bundled sample API, then stop the API.
 
 `make demo` launches the `analytics_sync` job with Dagster's `dg` CLI and prints what was
-loaded; `make dev` opens `dg dev` on the same sample data. `dg` rather than `dagster asset
-materialize` and `dagster dev`, which print supersession warnings pointing to it.
+loaded; `make dev` opens `dg dev` on the same sample data. Both use the Dagster instance in
+`DAGSTER_HOME` (the Makefile sets `.dagster_home/`), so the demo's run shows in the UI.
+`DEMO_LOG_LEVEL=DEBUG make demo` shows Dagster's run log too.
 """
 
+import json
 import os
 import subprocess
 import sys
 
+from dagster import DagsterInstance
+
 from analytics_assets.sample_api import SampleApiServer, build_account
-from analytics_assets.sources.analytics.pipeline import analytics_pipeline
+from analytics_assets.sources.analytics.pipeline import analytics_pipeline, duckdb_credentials
 from analytics_assets.sources.analytics.settings import RESOURCE_NAMES
 
 BIN = os.path.dirname(sys.executable)
@@ -30,19 +34,37 @@ def sample_env(server: SampleApiServer) -> dict[str, str]:
 
 
 def demo(server: SampleApiServer) -> int:
+    level = os.environ.get("DEMO_LOG_LEVEL", "WARNING")
+    config = {"loggers": {"console": {"config": {"log_level": level}}}}
     command = [f"{BIN}/dg", "launch", "--job", "analytics_sync"]
+    command += ["--config-json", json.dumps(config)]
+    print(f"Syncing the sample API at {server.url} (Dagster's log at {level} and above)...")
     code = subprocess.run(command, env=sample_env(server)).returncode
     if code:
-        print(f"materialization failed (exit {code}); see the log above", file=sys.stderr)
+        print(f"The sync failed (exit {code}); the lines above say why.", file=sys.stderr)
         return code
     pipeline = analytics_pipeline()
+    where = f"{pipeline.destination.destination_name}, dataset {pipeline.dataset_name}"
+    print(f"\nLoaded into {where}:")
     with pipeline.sql_client() as client:
-        print(f"\nLoaded from {server.url} into {pipeline.destination.destination_name}:")
         for table in RESOURCE_NAMES:
-            name = client.make_qualified_table_name(table)
-            (count,) = client.execute_sql(f"SELECT COUNT(*) FROM {name}")[0]
+            (count,) = client.execute_sql(
+                f"SELECT COUNT(*) FROM {client.make_qualified_table_name(table)}"
+            )[0]
             print(f"  {pipeline.dataset_name}.{table:<14} {count:>6} rows")
-    print(f"API requests served: {server.request_count()}")
+    duckdb = duckdb_credentials(pipeline)
+    if duckdb is not None:
+        print(f"\nThe warehouse file: {duckdb.database}. Query it with:")
+        print(
+            f'  {BIN}/python -c "import duckdb; '
+            f"print(duckdb.connect('{duckdb.database}', read_only=True)"
+            f".sql('FROM analytics.tests LIMIT 5'))\""
+        )
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(limit=1)
+    if runs:
+        print("\nThe run, its checks and its log: `make dev`, then open")
+        print(f"  http://127.0.0.1:3000/runs/{runs[0].run_id}")
     return 0
 
 
