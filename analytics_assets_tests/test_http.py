@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -365,3 +366,29 @@ def test_a_404_on_a_page_a_total_promises(
     else:  # the list shrank while it was paged: it ends with page 2
         assert result.success
         assert query(warehouse, "SELECT COUNT(*) FROM analytics.tests") == [(64,)]
+
+
+def test_each_retry_says_which_attempt_failed_and_when_the_next_goes(
+    env: SampleApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNTIME__REQUEST_MAX_RETRY_DELAY", "2")  # a Retry-After of 1.5 s is kept
+    env.add_fault(Fault("/v3/organizations", status=503, times=2))
+    env.add_fault(Fault("/loadtests/v2/tests", status=429, times=1, retry_after=1.5))
+    lines: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("dlt").addHandler(handler)  # dlt's own logger: where a user reads it
+    try:
+        assert run_sync("organizations", "tests").success
+    finally:
+        logging.getLogger("dlt").removeHandler(handler)
+
+    logged = "\n".join(lines)
+    url = f"{env.url}/v3/organizations"
+    for attempt, wait in ((1, 0.01), (2, 0.02)):
+        assert (
+            f"GET {url} failed (503 Service Unavailable): "
+            f"attempt {attempt} of 4, trying again in {wait:g} s" in logged
+        )
+    assert "answered 429: waiting 1.5 s to retry" in logged
+    assert env.token not in logged

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from bench.variants import (
 SCALES = {"bench": "1x", "bench10x": "10x"}
 TEN_X = "bench10x"
 # What (a) says at 10x where it is skipped: 185 s and 5 GB with one-line scripts, worse beyond.
-PLAIN_10X_SKIPPED = "at 10x only with one-line scripts (185 s, 5 GB there); `--plain-10x-all`"
+PLAIN_10X_SKIPPED = "at 10x only with one-line scripts (see Method; `--plain-10x-all`)"
 PAGE_SIZE = 32
 STARTUP_RUNS = 5
 STARTUP_IMPORT = "import analytics_assets"
@@ -251,22 +252,143 @@ def measure(
     return measured
 
 
+@dataclass(frozen=True)
+class Group:
+    """One sample API process and the variants run against it: one table of the report.
+
+    `not_run` names variants skipped on purpose for this table, with the reason its row shows.
+    """
+
+    size: str
+    script_kb: float
+    contract: str
+    variants: tuple[Variant, ...]
+    cap: int | None = None
+    not_run: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        """How the console names the group: `bench 5 KB scripts seed cap 3`."""
+        cap = f" cap {self.cap}" if self.cap else ""
+        return f"{self.size} {shape_name(self.script_kb)} {self.contract}{cap}"
+
+    def api(self, latency_ms: float, scratch: Path) -> SampleApi:
+        """The sample API this group's variants talk to, serving its shape and contract."""
+        options: dict[str, Any] = {"script_kb": self.script_kb, "count": self.contract == "total"}
+        if self.cap:
+            options |= {"concurrency_cap": self.cap, "cap_retry_after": API_CAP_RETRY_AFTER_S}
+        return SampleApi(self.size, latency_ms, scratch, **options)
+
+
+def plan(args: argparse.Namespace, variants: list[Variant]) -> list[Group]:
+    """Every table the run will produce, in the order the groups run.
+
+    Per size and shape: without a total, then with one if the shape is in `--shapes-total`;
+    (a) is skipped at 10x except with one-line scripts (or `--plain-10x-all`), with a row that
+    says so. Last, the capped API on each `--cap-sizes` account, one-line scripts, no total.
+    """
+    plain = tuple(v for v in variants if not v.capped)
+    capped = tuple(v for v in variants if v.capped)
+    contracts = [c for c in CONTRACTS if c in args.contracts]  # the headline first
+    groups = []
+    for size in args.sizes:
+        for kb in args.shapes:
+            skip_plain = size == TEN_X and kb != 0 and not args.plain_10x_all
+            run = tuple(v for v in plain if not (skip_plain and v.key == "a"))
+            not_run = {"a": PLAIN_10X_SKIPPED} if len(run) < len(plain) else {}
+            for contract in contracts:
+                if contract == "total" and kb not in args.shapes_total:
+                    continue
+                if plain:
+                    groups.append(Group(size, kb, contract, run, not_run=not_run))
+    if capped and "seed" in contracts:
+        groups += [Group(size, 0, "seed", capped, cap=API_CAP) for size in args.cap_sizes]
+    return groups
+
+
+def run_group(
+    group: Group, args: argparse.Namespace, scratch: Path, dagster_home: Path
+) -> SizeResult:
+    """Start the group's sample API, run its variants, and keep their medians."""
+    counts, min_requests, min_with_total, lists = account_facts(group.size)
+    result = SizeResult(
+        size=group.size,
+        scale=SCALES.get(group.size, group.size),
+        script_kb=group.script_kb,
+        contract=group.contract,
+        counts=counts,
+        min_requests=min_requests,
+        min_requests_with_total=min_with_total,
+        lists=lists,
+        cap=group.cap,
+        not_run=dict(group.not_run),
+    )
+    if not any(v.build is not None for v in group.variants):
+        return result  # every variant of this table was skipped: nothing to start an API for
+    runs = args.runs_10x if group.size == TEN_X else args.runs
+    with group.api(args.latency_ms, scratch) as api:
+        measured = measure(
+            list(group.variants), api, runs, group.tag, scratch, dagster_home, counts, args.timeout
+        )
+    result.medians = {key: Median.of(ms) for key, ms in measured.items()}
+    return result
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _shapes(parser: argparse.ArgumentParser, text: str, option: str) -> list[float]:
+    """Script sizes in KiB from a comma list; 0 is the one-line scripts."""
+    try:
+        shapes = [float(item) for item in _comma_list(text)]
+    except ValueError:
+        parser.error(f"{option}: expected KiB numbers such as 0,5, got {text!r}")
+    if any(kb < 0 for kb in shapes):
+        parser.error(f"{option}: script sizes must be >= 0, got {text!r}")
+    return list(dict.fromkeys(shapes))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line; `--quick` overrides sizes and runs."""
+    """The command line, with the comma lists split; `--quick` overrides sizes and runs."""
+    from analytics_assets.sample_api.server import ACCOUNT_SIZES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     keys = ",".join(v.key for v in VARIANTS)
-    parser.add_argument("--sizes", default="bench,bench10x", help="comma list: demo,bench,bench10x")
+    sizes = ",".join(sorted(ACCOUNT_SIZES))
+    parser.add_argument("--sizes", default="bench,bench10x", help=f"comma list of {sizes}")
+    parser.add_argument(
+        "--shapes",
+        default="0,5",
+        help="comma list of script sizes in KiB, each against its own sample API "
+        "(`--script-kb`); 0 is one-line scripts (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shapes-total",
+        help="the shapes that also run with a total (`--contracts total`); default: 0 only, "
+        "to bound the bench's duration",
+    )
     parser.add_argument(
         "--contracts",
         default=",".join(CONTRACTS),
         help="comma list: seed (no total, the seed's contract) and/or total (`--count`)",
+    )
+    parser.add_argument(
+        "--plain-10x-all",
+        action="store_true",
+        help="run (a), plain dlt, at 10x for every shape, not only one-line scripts (slow, GBs)",
+    )
+    parser.add_argument(
+        "--cap-sizes",
+        help="comma list of sizes (d8)/(d3) run on against a capped API, one-line scripts, "
+        "no total; '' for none (default: bench,small; --quick: small)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per variant (median), not 10x")
     parser.add_argument("--runs-10x", type=int, default=1, help="runs per variant at bench10x")
     parser.add_argument(
         "--variants",
         default=keys,
-        help=f"comma list of {keys}; c2 is read out of c1's runs, d8/d3 run at 1x, no total",
+        help=f"comma list of {keys}; c2 is read out of c1's runs, d8/d3 run on --cap-sizes",
     )
     parser.add_argument("--latency-ms", type=float, default=30.0, help="sample API latency")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
@@ -274,32 +396,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: demo size, 1 run, both contracts and the cap, into a temp dir",
+        help="smoke run: demo size, every shape, 1 run, both contracts and the cap on small, "
+        "into a temp dir",
     )
     args = parser.parse_args(argv)
-    unknown = set(args.contracts.split(",")) - set(CONTRACTS)
+    args.contracts = _comma_list(args.contracts)
+    unknown = set(args.contracts) - set(CONTRACTS)
     if unknown:
         parser.error(f"unknown contract(s) {sorted(unknown)}: choose from {list(CONTRACTS)}")
-    unknown = set(args.variants.split(",")) - {v.key for v in VARIANTS}
+    args.variants = _comma_list(args.variants)
+    unknown = set(args.variants) - {v.key for v in VARIANTS}
     if unknown:
         parser.error(f"unknown variant(s) {sorted(unknown)}: choose from {keys}")
     if args.quick:
         args.sizes, args.runs = "demo", 1
+        args.cap_sizes = "small" if args.cap_sizes is None else args.cap_sizes
         args.output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="bench-quick-"))
+    args.sizes = _comma_list(args.sizes)
+    args.cap_sizes = _comma_list("bench,small" if args.cap_sizes is None else args.cap_sizes)
+    unknown = set(args.sizes + args.cap_sizes) - set(ACCOUNT_SIZES)
+    if unknown:
+        parser.error(f"unknown size(s) {sorted(unknown)}: choose from {sizes}")
+    args.shapes = _shapes(parser, args.shapes, "--shapes")
+    if args.shapes_total is None:
+        args.shapes_total = [kb for kb in args.shapes if kb == 0]
+    else:
+        args.shapes_total = _shapes(parser, args.shapes_total, "--shapes-total")
+        extra = set(args.shapes_total) - set(args.shapes)
+        if extra:
+            parser.error(f"--shapes-total {sorted(extra)} not in --shapes {args.shapes}")
     args.output_dir = (args.output_dir or REPO).resolve()
     return args
 
 
+def _sort_key(contracts: list[str], shapes: list[float]) -> Callable[[SizeResult], tuple]:
+    """Without a total first (the headline), then the capped APIs, then with a total.
+
+    Within a contract one shape after another, sizes in the order they ran.
+    """
+    return lambda r: (contracts.index(r.contract), r.cap is not None, shapes.index(r.script_kb))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run every variant at every size and contract, print the tables, write the report."""
+    """Run every planned group, print the tables, write the report and the plot."""
     args = parse_args(argv)
-    keys = set(args.variants.split(","))
+    keys = set(args.variants)
     keys |= {v.derived_from for v in VARIANTS if v.key in keys and v.derived_from}
     variants = [v for v in VARIANTS if v.key in keys]
-    plain = [v for v in variants if not v.capped]
-    capped = [v for v in variants if v.capped]
     labels = {v.key: v.label for v in variants}
-    contracts = [c for c in CONTRACTS if c in args.contracts.split(",")]  # the headline first
+    groups = plan(args, variants)
+    print("plan: " + "; ".join(g.tag for g in groups), flush=True)
     results: list[SizeResult] = []
     with scratch_dir("bench-") as scratch:
         dagster_home = scratch / "dagster_home"
@@ -309,35 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         # The package may load Dagster lazily; what `dagster` and the UI wait for is the defs.
         defs_s = measure_startup(STARTUP_DEFS, startup_runs)
         print(f"start-up: `{STARTUP_IMPORT}` {startup_s:.2f} s, `{STARTUP_DEFS}` {defs_s:.2f} s")
-        for size in args.sizes.split(","):
-            counts, min_requests, min_with_total, lists = account_facts(size)
-            scale = SCALES.get(size, size)
-            runs = args.runs_10x if size == "bench10x" else args.runs
+        for group in groups:
+            results.append(run_group(group, args, scratch, dagster_home))
 
-            # each group of variants runs against a sample API process of its own
-            groups: list[tuple[str, list[Variant], dict[str, Any]]] = [
-                (contract, plain, {"count": contract == "total"}) for contract in contracts
-            ]
-            if capped and "seed" in contracts and size != "bench10x":
-                cap_options = {"concurrency_cap": API_CAP, "cap_retry_after": API_CAP_RETRY_AFTER_S}
-                groups.append(("seed", capped, cap_options))
-            for contract, group, api_options in groups:
-                if not group:
-                    continue
-                cap = api_options.get("concurrency_cap")
-                result = SizeResult(
-                    size, scale, contract, counts, min_requests, min_with_total, lists, cap=cap
-                )
-                tag = f"{size} {contract}" + (f" cap {cap}" if cap else "")
-                with SampleApi(size, args.latency_ms, scratch, **api_options) as api:
-                    measured = measure(
-                        group, api, runs, tag, scratch, dagster_home, counts, args.timeout
-                    )
-                result.medians = {key: Median.of(ms) for key, ms in measured.items()}
-                results.append(result)
-
-    # Without a total first (the headline), then the capped API, then with a total.
-    results.sort(key=lambda r: (contracts.index(r.contract), r.cap is not None))
+    contracts = [c for c in CONTRACTS if c in args.contracts]
+    results.sort(key=_sort_key(contracts, [*args.shapes, 0]))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     plot_path = args.output_dir / "benchmarks.png"
     plotted = plot(results, labels, plot_path)

@@ -636,6 +636,8 @@ def _plot_shape(
     axes: Any, results: list[SizeResult], labels: dict[str, str], styles: dict[str, str]
 ) -> set[str]:
     """One row of the figure: time and memory of one script shape; returns the keys drawn."""
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
     time_axis, memory_axis = axes
     drawn: set[str] = set()
     for index, key in enumerate(labels):
@@ -658,6 +660,10 @@ def _plot_shape(
         if len(sizes) > 1:
             axis.set_xscale("log")
             axis.set_yscale("log")
+            # ticks at 1, 2 and 5 of each decade, in plain numbers: a panel may span less
+            # than one decade, which would leave log ticks without a single label
+            axis.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.yaxis.set_major_formatter(ScalarFormatter())
         axis.set_xticks(sizes, [f"{scale_of[n]}\n{n:,}" for n in sizes])
         axis.minorticks_off()
         axis.grid(True, alpha=0.3)

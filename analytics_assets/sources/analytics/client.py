@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import requests
 from dlt.common import logger
@@ -47,6 +48,11 @@ class RateLimitExceeded(ApiError):
     """The API kept answering 429 for longer than the sync may wait."""
 
 
+RETRIED_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
 _UNREACHABLE = (
     ("Name or service not known", "the host name does not resolve"),
     ("nodename nor servname", "the host name does not resolve"),
@@ -102,9 +108,39 @@ class ApiClient:
             request_backoff_factor=self.request_backoff_factor,
             request_max_retry_delay=self.request_max_retry_delay,
             raise_for_status=False,
-            status_codes=SERVER_ERROR_STATUS_CODES,
+            status_codes=(),  # the condition below decides, and says so
+            exceptions=(),
+            retry_condition=self._retry,
         )
         self.pacer = Pacer(self.concurrency)
+        self._attempts: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
+
+    def _retry(self, response: Response | None, error: BaseException | None) -> bool:
+        """The retry condition given to dlt: the seed's 5xx and connection errors, each logged.
+
+        dlt retries, waits (exponential backoff) and counts the attempts; this only decides, and
+        says which attempt failed and when the next goes.
+        """
+        request = response.request if response is not None else getattr(error, "request", None)
+        if response is not None and response.status_code in SERVER_ERROR_STATUS_CODES:
+            cause = f"{response.status_code} {response.reason}"
+        elif isinstance(error, RETRIED_ERRORS):
+            cause = type(error).__name__
+        else:
+            return False
+        attempt = self._attempts.get(request, 0) + 1 if request is not None else 1
+        if request is not None:
+            self._attempts[request] = attempt
+        if attempt < self.request_max_attempts:
+            wait = min(
+                self.request_max_retry_delay, self.request_backoff_factor * 2 ** (attempt - 1)
+            )
+            url = getattr(request, "url", self.base_url)
+            logger.warning(
+                f"GET {url} failed ({cause}): attempt {attempt} of {self.request_max_attempts}, "
+                f"trying again in {wait:g} s"
+            )
+        return True
 
     def get(self, url: str, params: dict[str, Any] | None = None) -> Response:
         """One GET: 5xx retried by dlt, 429s waited out; what a user can fix names its setting."""
