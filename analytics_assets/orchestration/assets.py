@@ -1,91 +1,59 @@
-"""The three analytics tables as Dagster assets: one dlt run per sync, with dagster-dlt.
+"""The analytics tables as Dagster assets: one dlt run per sync, with dagster-dlt.
 
 dlt extracts every selected list before it loads any, so a fault in one list fails the run with
 every table as the last good run left it. The checks run in a step of their own (`checks.py`).
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from dagster import (
-    AssetExecutionContext,
-    AssetKey,
-    AssetMaterialization,
-    AssetSpec,
-    FreshnessPolicy,
-    MaterializeResult,
-    TableColumn,
-    TableSchema,
-)
+import dagster as dg
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.common.runtime.collector import LogCollector
 
-from analytics_assets.sources.analytics import analytics, from_config
-from analytics_assets.sources.analytics.pipeline import (
-    declared_pipeline,
-    loader_file_format,
-    remove_ghosts,
-    sync_settings,
-    user_error,
-    warehouse_lock,
-)
-from analytics_assets.sources.analytics.settings import (
-    COLUMN_DESCRIPTIONS,
-    CONCURRENCY,
-    DATASET_NAME,
-    DEFAULT_BASE_URL,
-    DEFAULT_DIALECT,
-    DESCRIPTIONS,
-    ORGANIZATIONS,
-    PAGE_SIZE,
-    PROJECTS,
-    RATE_LIMIT_MAX_WAIT,
-    SEED_TYPES,
-    TESTS,
-)
+from analytics_assets.sources.analytics import analytics, from_config, settings
+from analytics_assets.sources.analytics import pipeline as sync
 
 GROUP_NAME = "analytics"
 # One warehouse step at a time across hosts where the instance limits this pool (deploy/).
 WAREHOUSE_POOL = "analytics_warehouse"
-# A daily sync: WARN once a daily run was missed (a table 2 days old), FAIL after two missed. Whole
-# days, because the UI says "2 days" for anything from 36 to 59 hours; a 1-day WARN would flash
-# yellow whenever a healthy run finished a little later than the day before.
-FRESHNESS = FreshnessPolicy.time_window(
+# A daily sync: WARN after one missed run, FAIL after two. Whole days, because the UI says "2 days"
+# for 36 to 59 hours: a 1-day WARN would flash whenever a run finished later than the day before.
+FRESHNESS = dg.FreshnessPolicy.time_window(
     warn_window=timedelta(days=2), fail_window=timedelta(days=3)
 )
 # Lineage of the API: projects belong to organizations, tests belong to projects.
-UPSTREAM = {PROJECTS: ORGANIZATIONS, TESTS: PROJECTS}
+UPSTREAM = {settings.PROJECTS: settings.ORGANIZATIONS, settings.TESTS: settings.PROJECTS}
 PROGRESS_LOG_PERIOD_S = 5.0
+Materialized = dg.MaterializeResult | dg.AssetMaterialization
 
 
-def asset_key(table: str) -> AssetKey:
+def asset_key(table: str) -> dg.AssetKey:
     """`analytics/<table>`: the key mirrors the warehouse's `<dataset>.<table>`."""
-    return AssetKey([DATASET_NAME, table])
+    return dg.AssetKey([settings.DATASET_NAME, table])
 
 
 class AnalyticsTranslator(DagsterDltTranslator):
     """Each table's key, lineage, description, columns and freshness, from the seed's contract."""
 
-    def get_asset_spec(self, data: DltResourceTranslatorData) -> AssetSpec:
+    def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
         """dagster-dlt's spec (kinds `dlt` and the destination), keyed and described our way."""
         spec = super().get_asset_spec(data)
         table = data.resource.name
-        columns = [
-            TableColumn(name, data_type, description=COLUMN_DESCRIPTIONS[table][name])
-            for name, data_type in SEED_TYPES[table].items()
-        ]
+        words = settings.COLUMN_DESCRIPTIONS[table]
+        columns = [dg.TableColumn(c, t, words[c]) for c, t in settings.SEED_TYPES[table].items()]
         return spec.replace_attributes(
             key=asset_key(table),
             deps=[asset_key(UPSTREAM[table])] if table in UPSTREAM else [],
-            description=DESCRIPTIONS[table],
+            description=settings.DESCRIPTIONS[table],
             group_name=GROUP_NAME,
             freshness_policy=FRESHNESS,
             metadata={
                 **spec.metadata,
-                "dagster/table_name": f"{DATASET_NAME}.{table}",
-                "dagster/column_schema": TableSchema(columns),
+                "dagster/table_name": f"{settings.DATASET_NAME}.{table}",
+                "dagster/column_schema": dg.TableSchema(columns),
             },
         )
 
@@ -93,90 +61,62 @@ class AnalyticsTranslator(DagsterDltTranslator):
 # Only its resources' names and hints matter: each run builds its source from dlt's config. Every
 # argument is given, so the code location loads whatever is (or is not yet) configured.
 DECLARED_SOURCE = analytics(
-    base_url=DEFAULT_BASE_URL,
-    api_token="",
-    page_size=PAGE_SIZE,
-    concurrency=CONCURRENCY,
-    dialect=DEFAULT_DIALECT,
-    rate_limit_max_wait=RATE_LIMIT_MAX_WAIT,
-)
+    settings.DEFAULT_BASE_URL, "", settings.PAGE_SIZE, settings.CONCURRENCY,
+    settings.DEFAULT_DIALECT, settings.RATE_LIMIT_MAX_WAIT,
+)  # fmt: skip
 
 
 @dlt_assets(
     dlt_source=DECLARED_SOURCE,
-    dlt_pipeline=declared_pipeline(),
+    dlt_pipeline=sync.declared_pipeline(),
     name="analytics_dlt",
     dagster_dlt_translator=AnalyticsTranslator(),
     pool=WAREHOUSE_POOL,
 )
 def analytics_tables(
-    context: AssetExecutionContext, dlt: DagsterDltResource
-) -> Iterator[MaterializeResult | AssetMaterialization]:
+    context: dg.AssetExecutionContext, dlt: DagsterDltResource
+) -> Iterator[Materialized]:
     """One dlt run over the selected tables; then the rows the API no longer serves go."""
     progress = LogCollector(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
-    with warehouse_lock(context.log.info, progress) as pipeline, sync_settings():
+    with sync.warehouse_lock(context.log.info, progress) as pipeline, sync.sync_settings():
         try:
             results = list(
                 dlt.run(
                     context=context,
-                    dlt_source=from_config(analytics),
+                    dlt_source=from_config(analytics),  # a fresh source: dagster#34052, below
                     dlt_pipeline=pipeline,
-                    loader_file_format=loader_file_format(pipeline),
+                    loader_file_format=sync.loader_file_format(pipeline),
                 )
             )
         except Exception as error:
-            if (clear := user_error(error, pipeline)) is not None:
-                raise clear from None
+            if (clear := sync.user_error(error, pipeline)) is not None:
+                raise clear from None  # raised here, so it ends the CLI's output
             raise
-        reports = remove_ghosts(pipeline, [table_of(result) for result in results])
-    for result in results:
-        yield with_report(result, reports[table_of(result)])
+        yield from after_load(context, pipeline, results)
 
 
-# dagster-dlt workarounds, each to delete when its issue closes:
+# The dagster-dlt workarounds, each to delete when its issue closes:
 # - dagster#34052: its metadata mutates a source's schema, so each run builds a fresh source;
 # - dagster#33572: `fetch_row_count()` raises for a table the API served no rows for, so the
 #   row count comes from `remove_ghosts`;
-# - the `dagster/table_name` it reports is `<destination>.<schema>.<table>`, not queryable;
-# - the column schema it reports has no descriptions, and the catalog shows the latest one's.
-def with_report(
-    result: MaterializeResult | AssetMaterialization, report: Mapping[str, Any]
-) -> MaterializeResult | AssetMaterialization:
-    """A dagster-dlt result with the sync's report, a queryable table name, described columns."""
-    table = table_of(result)
-    metadata = {
-        **{k: v for k, v in (result.metadata or {}).items() if k != "first_run"},
-        **report,
-        "dagster/table_name": f"{DATASET_NAME}.{table}",
-    }
-    columns = described(table, result.metadata)
-    if columns is not None:
-        metadata["dagster/column_schema"] = columns
-    return result._replace(metadata=metadata)
-
-
-def table_of(result: MaterializeResult | AssetMaterialization) -> str:
-    """The warehouse table a dagster-dlt result is about."""
-    if result.asset_key is None:
-        raise ValueError("dagster-dlt yielded a result without an asset key")
-    return result.asset_key.path[-1]
-
-
-def column_schema(metadata: Mapping[str, Any] | None) -> TableSchema | None:
-    """The `dagster/column_schema` of a materialization's metadata, raw or as a metadata value."""
-    value = (metadata or {}).get("dagster/column_schema")
-    schema = getattr(value, "schema", value)
-    return schema if isinstance(schema, TableSchema) else None
-
-
-def described(table: str, metadata: Mapping[str, Any] | None) -> TableSchema | None:
-    """dagster-dlt's column schema of a materialization, with each seed column's description."""
-    schema = column_schema(metadata)
-    if schema is None:
-        return None
-    words = COLUMN_DESCRIPTIONS[table]
-    columns = [
-        TableColumn(c.name, c.type, words.get(c.name, c.description), c.constraints, c.tags)
-        for c in schema.columns
-    ]
-    return TableSchema(columns, schema.constraints)
+# - the `dagster/table_name` it reports, `<destination>.<schema>.<table>`, is not queryable, its
+#   column schema has no descriptions (the catalog shows the latest one's), and `first_run` is
+#   always true (it drops the local state before each run): the translator's spec says better.
+def after_load(
+    context: dg.AssetExecutionContext, pipeline: Any, results: list[Materialized]
+) -> Iterator[Materialized]:
+    """Ghost removal; then dagster-dlt's results with its report and the translator's look."""
+    reports = sync.remove_ghosts(pipeline, [key.path[-1] for key in context.selected_asset_keys])
+    for result in results:
+        table = result.asset_key.path[-1] if result.asset_key else ""
+        metadata = {**(result.metadata or {}), **reports[table]}
+        metadata["dagster/table_name"] = f"{settings.DATASET_NAME}.{table}"
+        metadata.pop("first_run", None)
+        if isinstance(loaded := metadata.get("dagster/column_schema"), dg.TableSchema):
+            words = settings.COLUMN_DESCRIPTIONS[table]
+            columns = [
+                dg.TableColumn(c.name, c.type, words.get(c.name), c.constraints, c.tags)
+                for c in loaded.columns
+            ]
+            metadata["dagster/column_schema"] = dg.TableSchema(columns, loaded.constraints)
+        yield result._replace(metadata=metadata)

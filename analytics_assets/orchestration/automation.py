@@ -1,29 +1,16 @@
 """Jobs, the daily schedule and the sensors that keep the analytics tables fresh.
 
-Defaults are chosen so that nothing calls the API unless the user turns it on: the schedule and
-the change sensor start STOPPED; the run-failure sensor, which only reads Dagster's own events,
-starts RUNNING.
+Nothing calls the API unless the user turns it on: the schedule and the change sensor start
+STOPPED; the run-failure sensor, which only reads Dagster's own events, starts RUNNING.
 """
 
 import hashlib
 import json
+import textwrap
 
+import dagster as dg
 import dlt
 import requests
-from dagster import (
-    AssetSelection,
-    DefaultScheduleStatus,
-    DefaultSensorStatus,
-    RunFailureSensorContext,
-    RunRequest,
-    ScheduleDefinition,
-    SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
-    define_asset_job,
-    run_failure_sensor,
-    sensor,
-)
 
 from analytics_assets.orchestration.assets import GROUP_NAME, analytics_tables
 from analytics_assets.sources.analytics import (
@@ -31,115 +18,96 @@ from analytics_assets.sources.analytics import (
     SettingError,
     configured_client,
     from_config,
-)
-from analytics_assets.sources.analytics.settings import (
-    ORGANIZATIONS,
-    ORGANIZATIONS_PATH,
-    TESTS_PATH,
+    settings,
 )
 
 WEBHOOK_SETTING = "alerts.webhook_url"
 WEBHOOK_TIMEOUT_S = 10
+LIMIT = 400  # characters of a failure cause: on one line, JSON escapes it once, when posted
 
 # A poll's two requests take at most 2 x (2 attempts x 5 s + 0.5 s + 5 s of 429s) = 31 s, well
 # inside the 60 s Dagster gives a sensor evaluation.
-POLL_SETTINGS: dict[str, float] = {
-    "concurrency": 1,
-    "rate_limit_max_wait": 5.0,
-    "request_max_attempts": 2,
-    "request_backoff_factor": 0.5,
-    "request_timeout": 5.0,
-    "request_max_retry_delay": 5.0,
-}
+POLL_SETTINGS: dict[str, float] = dict(concurrency=1, rate_limit_max_wait=5.0, request_timeout=5.0)
+POLL_SETTINGS.update(request_max_attempts=2, request_backoff_factor=0.5, request_max_retry_delay=5)
 
 
 def upstream_fingerprint() -> str:
-    """A cheap digest of what the API serves now: the organizations and the first page of tests.
-
-    Two bounded requests: a poll must be quick, and a failure only means "try again later".
-    """
+    """A cheap digest of what the API serves now: the organizations and the first page of tests."""
     client = from_config(configured_client, **POLL_SETTINGS)
-    organizations = client.get_list(ORGANIZATIONS_PATH, ORGANIZATIONS)
-    first_tests = client.page(client.list_spec(TESTS_PATH), 1, client.tests_key)
+    organizations = client.get_list(settings.ORGANIZATIONS_PATH, settings.ORGANIZATIONS)
+    first_tests = client.page(client.list_spec(settings.TESTS_PATH), 1, client.tests_key)
     return hashlib.sha256(
         json.dumps([organizations, first_tests], sort_keys=True).encode()
     ).hexdigest()
 
 
-analytics_sync = define_asset_job(
+analytics_sync = dg.define_asset_job(
     "analytics_sync",
-    selection=AssetSelection.groups(GROUP_NAME),
+    selection=dg.AssetSelection.groups(GROUP_NAME),
     description="Sync organizations, projects and tests from the analytics API, with all checks.",
 )
 
-analytics_checks = define_asset_job(
+analytics_checks = dg.define_asset_job(
     "analytics_checks",
-    selection=AssetSelection.checks_for_assets(analytics_tables),
+    selection=dg.AssetSelection.checks_for_assets(analytics_tables),
     description="Run every asset check against the warehouse as it is, without syncing.",
 )
 
-analytics_daily = ScheduleDefinition(
+analytics_daily = dg.ScheduleDefinition(
     name="analytics_daily",
     job=analytics_sync,
     cron_schedule="0 5 * * *",
     execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.STOPPED,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
     description="The full daily sync at 05:00 UTC. Off by default: turn it on in the UI.",
 )
 
 
-@sensor(
+@dg.sensor(
     job=analytics_sync,
     minimum_interval_seconds=15 * 60,
-    default_status=DefaultSensorStatus.STOPPED,
+    default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
-        "Every 15 minutes, polls the organizations list and the first page of tests (two "
-        "requests, bounded well inside the 60 s a sensor may take) and launches analytics_sync "
-        "when they changed since the last poll. Its first poll ever (or after its cursor is "
-        "reset) launches a sync."
+        "Every 15 minutes, polls the organizations and the first page of tests (two requests, "
+        "inside the 60 s a sensor may take) and launches analytics_sync when they changed since "
+        "the last poll. Its first poll (or the first after a cursor reset) launches a sync."
     ),
 )
-def analytics_change_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-    """Launch a sync when the API's cheap fingerprint differs from the one in the cursor.
+def analytics_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    """A sync when the API's fingerprint differs from the cursor's.
 
-    The cursor alone decides what is new. A run key would be deduplicated over the sensor's
-    whole history: an upstream that returns to an earlier state (A, B, then A again) would
-    never sync again.
+    The cursor alone decides what is new: a run key is deduplicated over the sensor's whole
+    history, so an upstream back to an earlier state (A, B, then A again) would never sync again.
     """
     try:
         fingerprint = upstream_fingerprint()
     except (SettingError, ApiError) as e:
-        return SkipReason(f"Poll skipped: {e}")
+        return dg.SkipReason(f"Poll skipped: {e}")
     except requests.RequestException as e:
-        context.log.warning(f"Analytics API unreachable, poll skipped: {_describe(e)}")
-        return SkipReason(f"Analytics API unreachable: {_describe(e)}")
+        response, url = e.response, e.request.url if e.request else "the API"
+        problem = f"HTTP {response.status_code} from" if response is not None else type(e).__name__
+        context.log.warning(f"Analytics API unreachable, poll skipped: {problem} {url}")
+        return dg.SkipReason(f"Analytics API unreachable: {problem} {url}")
     if fingerprint == context.cursor:
-        return SkipReason("No upstream change since the last poll.")
-    return SensorResult(
-        run_requests=[RunRequest(tags={"analytics/trigger": "upstream"})],
+        return dg.SkipReason("No upstream change since the last poll.")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(tags={"analytics/trigger": "upstream"})],
         cursor=fingerprint,
     )
 
 
-def _describe(error: requests.RequestException) -> str:
-    response = error.response
-    if response is not None:
-        return f"HTTP {response.status_code} from {response.url}"
-    return f"{type(error).__name__} for {error.request.url if error.request else 'the API'}"
-
-
-@run_failure_sensor(
+@dg.run_failure_sensor(
     name="analytics_failure_sensor",
     # no monitored_jobs: every job of the code location, the UI's "Materialize" (an implicit
     # asset job) included
-    default_status=DefaultSensorStatus.RUNNING,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Reports a failed run of this code location (a sync, the checks, a materialization from "
         "the UI), each failed step's cause on one line, and posts it as JSON "
         f"to the webhook in the {WEBHOOK_SETTING} secret when one is set."
     ),
 )
-def analytics_failure_sensor(context: RunFailureSensorContext) -> None:
+def analytics_failure_sensor(context: dg.RunFailureSensorContext) -> None:
     """One line naming the run and the cause; the optional webhook gets the same as JSON."""
     run = context.dagster_run
     cause = failure_cause(context)
@@ -156,7 +124,7 @@ def analytics_failure_sensor(context: RunFailureSensorContext) -> None:
         context.log.warning(f"Failure webhook ({WEBHOOK_SETTING}) was not delivered: {status}")
 
 
-def failure_cause(context: RunFailureSensorContext) -> str:
+def failure_cause(context: dg.RunFailureSensorContext) -> str:
     """Each failed step's root error (the HTTP status, the broken check), or the run's message."""
     causes = []
     for event in context.get_step_failure_events():
@@ -164,11 +132,7 @@ def failure_cause(context: RunFailureSensorContext) -> str:
         while error is not None and error.cause is not None:
             error = error.cause  # Dagster and dlt wrap the error that says what went wrong
         message = (error.message if error else event.message or "").strip()
-        causes.append(f"{event.step_key}: {_first_lines(message)}")
-    return "; ".join(causes) or _first_lines(context.failure_event.message or "unknown cause")
-
-
-def _first_lines(message: str, limit: int = 400) -> str:
-    """The message on one line, at most `limit` characters: JSON escapes it once, when posted."""
-    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        causes.append(f"{event.step_key}: {textwrap.shorten(message, LIMIT, placeholder='…')}")
+    return "; ".join(causes) or textwrap.shorten(
+        context.failure_event.message or "unknown cause", LIMIT, placeholder="…"
+    )

@@ -1,63 +1,56 @@
-"""Asset checks on the analytics tables, each a function whose docstring says what it protects.
+"""Asset checks on the analytics tables: small functions, each docstring the check's description."""
 
-A check reads the warehouse through dlt's SQL client and the last materializations from Dagster's
-event log. Its result explains itself: counts, up to SAMPLE_SIZE offending ids with their values
-or reasons, and its SQL a clause per line. A check that raises fails alone; the others report.
-"""
-
-import inspect
 import json
-import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
-from dlt.destinations.job_client_impl import SqlJobClientBase as Client
+from dlt.destinations.job_client_impl import SqlJobClientBase as Client  # see _columns
 from sqlglot import exp
 
 from analytics_assets.orchestration.assets import WAREHOUSE_POOL, asset_key
+from analytics_assets.sources.analytics import pipeline as sync
 from analytics_assets.sources.analytics import settings
-from analytics_assets.sources.analytics.pipeline import warehouse_lock
 from analytics_assets.sources.analytics.settings import ORGANIZATIONS, PROJECTS, TESTS
 
 CHUNK_SIZE = 1000  # rows fetched at a time; a check keeps only a count and SAMPLE_SIZE of them
 WARN = dg.AssetCheckSeverity.WARN
 Result = dg.AssetCheckResult
 Context = dg.AssetCheckExecutionContext
-COLUMNS_SQL = (
-    "-- in short, what dlt's get_storage_tables asks, with the dataset and the table for %s\n"
-    "SELECT column_name, data_type\nFROM information_schema.columns\n"
-    "WHERE table_schema = %s\n  AND table_name = %s"
-)
+COLUMNS_SQL = """-- in short, what dlt's get_storage_tables asks, for the dataset and the table
+SELECT column_name, data_type
+FROM information_schema.columns
+WHERE table_schema = %s
+  AND table_name = %s"""
 
 
-def _result(passed: bool, sql: list[str], **metadata: Any) -> Result:
+def _result(passed: bool, *sql: str, **metadata: Any) -> Result:
     block = dg.MetadataValue.md("```sql\n" + ";\n\n".join(sql) + ";\n```")  # the UI's SQL dialog
     return Result(passed=passed, metadata={**metadata, "sql": block})
 
 
-def _offenders(client: Client, sql: str, fault: Callable, values: str) -> tuple[int, dict]:
+def _scan(client: Client, sql: str, fault: Callable, count: str, values: str) -> Result:
     """Count a SELECT's rows (id first) whose fault is not None, a chunk at a time; name a few."""
-    count, sample = 0, {}
+    found, sample = 0, {}
     with client.sql_client.execute_query(sql) as cursor:
         for row in (row for chunk in cursor.iter_fetch(CHUNK_SIZE) for row in chunk):
-            if (found := fault(row)) is not None:
-                count += 1
-                sample.update({row[0]: found} if len(sample) < settings.SAMPLE_SIZE else {})
+            if (fault_of := fault(row)) is not None:
+                found += 1
+                sample.update({row[0]: fault_of} if len(sample) < settings.SAMPLE_SIZE else {})
     named = {"sample_offending_ids": list(sample), values: {str(i): sample[i] for i in sample}}
-    return count, named
+    return _result(not found, sql, **{count: found}, **named)
 
 
 def _columns(client: Client, table: str) -> dict[str, Any]:
     """The table's columns as stored, with dlt's types; none while dlt has not created it."""
+    # no public API of dlt reflects stored tables with its types: its SQL job client's does
     ((_, columns),) = client.get_storage_tables([table])
     return {name: column.get("data_type") for name, column in columns.items()}
 
 
-def _materialized(instance: dg.DagsterInstance, table: str, limit: int) -> list[Mapping]:
-    """The metadata of the table's last `limit` materializations, newest first."""
+def _last(instance: dg.DagsterInstance, table: str, key: str, limit: int) -> list[Any]:
     records = instance.fetch_materializations(asset_key(table), limit=limit).records
-    return [r.asset_materialization.metadata for r in records if r.asset_materialization]
+    return [r.asset_materialization.metadata.get(key) for r in records if r.asset_materialization]
 
 
 def id_is_unique_and_not_null(client: Client, _: Any, table: str) -> Result:
@@ -67,9 +60,8 @@ def id_is_unique_and_not_null(client: Client, _: Any, table: str) -> Result:
     dups_sql = f"SELECT id, COUNT(*)\nFROM {t}\nWHERE id IS NOT NULL\nGROUP BY id\n"
     dups_sql += "HAVING COUNT(*) > 1\nORDER BY id"
     ((nulls,),) = client.sql_client.execute_sql(nulls_sql) or [(0,)]
-    dups, named = _offenders(client, dups_sql, lambda row: row[1], "copies")
-    sql = [nulls_sql, dups_sql]
-    return _result(not nulls and not dups, sql, null_ids=nulls, duplicated_ids=dups, **named)
+    dups = _scan(client, dups_sql, lambda row: row[1], "duplicated_ids", "copies")
+    return _result(dups.passed and not nulls, nulls_sql, dups_sql, null_ids=nulls, **dups.metadata)
 
 
 def matches_seed_schema(client: Client, instance: dg.DagsterInstance, table: str) -> Result:
@@ -80,15 +72,11 @@ def matches_seed_schema(client: Client, instance: dg.DagsterInstance, table: str
     expected, actual = settings.SEED_TYPES[table], _columns(client, table)
     wrong = {c: f"{actual[c]} (expected {t})" for c, t in expected.items() if actual.get(c, t) != t}
     missing, changes = sorted(set(expected) - set(actual)), _schema_changes(instance, table)
-    result = _result(
-        not (wrong or missing or changes),
-        [COLUMNS_SQL],
-        missing_columns=missing,
-        retyped_columns=wrong,
-        extra_columns=sorted(c for c in set(actual) - set(expected) if not c.startswith("_dlt")),
-        changes_since_previous_materialization=changes,
-    )
-    if result.passed or wrong or missing:
+    extra = sorted(c for c in set(actual) - set(expected) if not c.startswith("_dlt"))
+    found = {"missing_columns": missing, "retyped_columns": wrong, "extra_columns": extra}
+    passed = not (wrong or missing or changes)
+    result = _result(passed, COLUMNS_SQL, **found, changes_since_previous_materialization=changes)
+    if passed or wrong or missing:
         return result
     summary = f"The columns changed since the previous materialization: {'; '.join(changes)}."
     return result._replace(severity=WARN, description=summary)
@@ -96,7 +84,7 @@ def matches_seed_schema(client: Client, instance: dg.DagsterInstance, table: str
 
 def _schema_changes(instance: dg.DagsterInstance, table: str) -> list[str]:
     """What build_column_schema_change_checks compares: it would add a check per table."""
-    values = [m.get("dagster/column_schema") for m in _materialized(instance, table, 2)]
+    values = _last(instance, table, "dagster/column_schema", 2)
     schemas = [v.schema for v in values if isinstance(v, dg.TableSchemaMetadataValue)]
     if len(schemas) < 2:
         return []
@@ -110,15 +98,11 @@ def _schema_changes(instance: dg.DagsterInstance, table: str) -> list[str]:
 
 def not_empty(client: Client, instance: dg.DagsterInstance, table: str) -> Result:
     """The last sync was served rows of the table, and the table has rows. Otherwise it warns."""
-    # An empty list keeps every row (it looks like an outage): only the sync's rows_served tells,
-    # as build_metadata_bounds_checks would read it (a builder that names its check differently)
     sql = f"SELECT COUNT(*) AS row_count\nFROM {client.sql_client.make_qualified_table_name(table)}"
     rows = (client.sql_client.execute_sql(sql) or [(0,)])[0][0] if _columns(client, table) else 0
-    latest = _materialized(instance, table, 1)
-    served = latest[0]["rows_served"].value if latest and "rows_served" in latest[0] else None
-    result = _result(
-        bool(rows) and served != 0, [sql], rows=rows, rows_served_by_the_last_sync=served
-    )
+    served = next((v.value for v in _last(instance, table, "rows_served", 1) if v), None)
+    passed = bool(rows) and served != 0
+    result = _result(passed, sql, rows=rows, rows_served_by_the_last_sync=served)
     kept = f"The last sync was served no {table}; the {rows} rows kept are from earlier syncs."
     description = kept if rows else f"The {table} table has no rows."
     return result if result.passed else result._replace(severity=WARN, description=description)
@@ -129,8 +113,7 @@ def _references(client: Client, table: str, column: str, parent: str, null_ok: b
     sql = f"SELECT c.id, c.{column}\nFROM {t} AS c\nLEFT JOIN {p} AS p ON c.{column} = p.id\n"
     sql += "WHERE p.id IS NULL\n" + (f"  AND c.{column} IS NOT NULL\n" if null_ok else "")
     value = lambda row: "NULL" if row[1] is None else row[1]  # noqa: E731
-    orphans, named = _offenders(client, f"{sql}ORDER BY c.id", value, "sample_offending_values")
-    return _result(not orphans, [f"{sql}ORDER BY c.id"], orphans=orphans, **named)
+    return _scan(client, f"{sql}ORDER BY c.id", value, "orphans", "sample_offending_values")
 
 
 def organization_id_references_organizations(client: Client, *_: Any) -> Result:
@@ -149,15 +132,13 @@ def project_id_references_projects(client: Client, *_: Any) -> Result:
 
 
 def _run_ids(client: Client, fault: Callable[[Any, Any], Any], values: str) -> Result:
-    """Each test's test_run_ids (JSON) and last_test_run_id through `fault`, a chunk at a time."""
-    # JSON as text on every destination (psycopg2 hands JSON back decoded): sqlglot, dlt's
-    # dialect library, writes the cast in the destination's dialect
+    # JSON as text on every destination (psycopg2 hands JSON back decoded), in sqlglot's dialect
     dialect = client.sql_client.capabilities.sqlglot_dialect
     text = exp.cast(exp.column("test_run_ids"), "text").sql(dialect)
     t = client.sql_client.make_qualified_table_name(TESTS)
     sql = f"SELECT id, {text} AS test_run_ids, last_test_run_id\nFROM {t}\nORDER BY id"
-    count, named = _offenders(client, sql, lambda r: fault(r[1] and json.loads(r[1]), r[2]), values)
-    return _result(not count, [sql], offending_rows=count, **named)
+    parsed = lambda r: fault(r[1] and json.loads(r[1]), r[2])  # noqa: E731
+    return _scan(client, sql, parsed, "offending_rows", values)
 
 
 def test_run_ids_are_integer_arrays(client: Client, *_: Any) -> Result:
@@ -184,32 +165,25 @@ def last_test_run_id_in_test_run_ids(client: Client, *_: Any) -> Result:
 
 
 SHARED = (id_is_unique_and_not_null, matches_seed_schema)
-CHECKS: dict[str, tuple[Callable[[Client, dg.DagsterInstance, str], Result], ...]] = {
+RUN_IDS = (test_run_ids_are_integer_arrays, last_test_run_id_in_test_run_ids)
+CHECKS = {
     ORGANIZATIONS: (*SHARED, not_empty),
     PROJECTS: (*SHARED, organization_id_references_organizations),
-    TESTS: (
-        *SHARED,
-        project_id_references_projects,
-        test_run_ids_are_integer_arrays,
-        last_test_run_id_in_test_run_ids,
-    ),
+    TESTS: (*SHARED, project_id_references_projects, *RUN_IDS),
 }
-SPECS = {
-    dg.AssetCheckKey(asset_key(table), check.__name__): (table, check)
-    for table, checks in CHECKS.items()
-    for check in checks
-}
+CHECKS_BY_NAME = {check.__name__: check for checks in CHECKS.values() for check in checks}
 
 
 @dg.multi_asset_check(
     specs=[
         dg.AssetCheckSpec(
-            key.name,
-            asset=key.asset_key,
-            description=" ".join((inspect.getdoc(check) or "").split()),
+            check.__name__,
+            asset=asset_key(table),
+            description=" ".join((check.__doc__ or "").split()),
             blocking=check is organization_id_references_organizations,
         )
-        for key, (_, check) in SPECS.items()
+        for table, checks in CHECKS.items()
+        for check in checks
     ],
     can_subset=True,
     pool=WAREHOUSE_POOL,
@@ -217,26 +191,23 @@ SPECS = {
 def analytics_table_checks(context: Context) -> Iterator[Result]:
     """The selected checks, each on its own, in one step: each step opens the warehouse again."""
     with (
-        warehouse_lock(context.log.info, shared=True) as pipeline,
+        sync.warehouse_lock(context.log.info, shared=True) as pipeline,
         pipeline.destination_client() as client,
     ):
         if not isinstance(client, Client):
             raise TypeError(f"the checks query SQL; {type(client).__name__} takes none")
-        loaded = {table: bool(_columns(client, table)) for table in CHECKS}
-        for key, (table, check) in SPECS.items():
-            if key in context.selected_asset_check_keys:
-                result = _run(context, client, check, table, loaded[table])
-                yield result._replace(asset_key=key.asset_key, check_name=key.name)
+        for key in context.selected_asset_check_keys:
+            result = _run(context, client, CHECKS_BY_NAME[key.name], key.asset_key.path[-1])
+            yield result._replace(asset_key=key.asset_key, check_name=key.name)
 
 
-def _run(context: Context, client: Client, check: Callable, table: str, loaded: bool) -> Result:
+def _run(context: Context, client: Client, check: Callable[..., Result], table: str) -> Result:
     """One check on its own: if it raises, that is its failed result, and the next one runs."""
-    if not loaded and check is not not_empty:  # a table with no rows is what not_empty reports
+    if check is not not_empty and not _columns(client, table):  # not_empty says "no rows"
         none = f"No {table} table yet: the API has served none."
         return Result(passed=True, severity=WARN, description=none)
     try:
         return check(client, context.instance, table)
     except Exception as error:
-        context.log.error(f"Check {check.__name__} on {table} raised:\n{traceback.format_exc()}")
-        message = "".join(traceback.format_exception_only(error)).strip()
-        return Result(passed=False, description=f"The check raised {message}")
+        context.log.exception(f"Check {check.__name__} on {table} raised")
+        return Result(passed=False, description=f"The check raised {type(error).__name__}: {error}")
