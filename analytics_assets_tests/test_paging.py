@@ -1,11 +1,13 @@
 """The paging and pacing rules on their own: no HTTP, no threads, answers in any order."""
 
 import random
+import threading
+import time
 
 import pytest
 import requests
 
-from analytics_assets.sources.analytics.paging import ListPaging, Pacer, PastTheEnd
+from analytics_assets.sources.analytics.paging import ListPaging, Pacer, ParallelPages, PastTheEnd
 
 PAGE = 32
 AHEAD = 4
@@ -150,3 +152,96 @@ def test_a_slot_counts_the_requests_out_with_it() -> None:
     with pacer.slot() as first, pacer.slot() as second:
         assert (first, second, pacer.in_flight) == (1, 2, 2)
     assert pacer.in_flight == 0
+
+
+# ParallelPages: the workers and the reader, with a fetch that is a dict lookup, not HTTP.
+
+
+class FakeLists:
+    """Lists of row numbers: `sizes[name]` rows, paged by PAGE, with a total when asked."""
+
+    def __init__(self, sizes: dict[str, int], with_total: bool, fail: tuple[str, int] = ("", 0)):
+        self.sizes, self.with_total, self.fail = sizes, with_total, fail
+        self.asked: list[tuple[str, int]] = []
+        self.lock = threading.Lock()
+
+    def fetch(self, name: str, number: int) -> tuple[list[tuple[str, int]], int | None]:
+        with self.lock:
+            self.asked.append((name, number))
+        time.sleep(random.random() / 1000)  # answers come back in any order
+        if (name, number) == self.fail:
+            raise requests.ConnectionError(f"{name} page {number}")
+        first = (number - 1) * PAGE
+        rows = [(name, i) for i in range(first, min(first + PAGE, self.sizes[name]))]
+        return rows, self.sizes[name] if self.with_total else None
+
+
+SIZES = {"a": 0, "b": 1, "c": 32, "d": 95, "e": 320}
+
+
+def analytics_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("analytics-")]
+
+
+@pytest.mark.parametrize("concurrency", [1, 3, 8])
+@pytest.mark.parametrize("with_total", [False, True], ids=["no-total", "total"])
+def test_parallel_pages_yield_every_row_once_within_the_concurrency(
+    concurrency: int, with_total: bool
+) -> None:
+    lists = FakeLists(SIZES, with_total)
+
+    rows = [row for batch in ParallelPages(lists.fetch, SIZES, PAGE, concurrency) for row in batch]
+
+    assert sorted(rows) == sorted((n, i) for n, size in SIZES.items() for i in range(size))
+    assert len(set(lists.asked)) == len(lists.asked), "a page was asked for twice"
+    extra = len(lists.asked) - sum(fewest(size, with_total) for size in SIZES.values())
+    assert 0 <= extra <= (0 if with_total else len(SIZES) * (concurrency - 1))
+
+
+def test_a_failed_page_a_list_needs_fails_the_iteration() -> None:
+    lists = FakeLists(SIZES, with_total=False, fail=("d", 2))
+
+    with pytest.raises(requests.ConnectionError, match="d page 2"):
+        for _ in ParallelPages(lists.fetch, SIZES, PAGE, 3):
+            pass
+
+
+def test_a_failed_page_past_the_end_is_nobodys_concern() -> None:
+    lists = FakeLists({"c": 40}, with_total=False, fail=("c", 3))  # the list ends on page 2
+
+    rows = [row for batch in ParallelPages(lists.fetch, ["c"], PAGE, 4) for row in batch]
+
+    assert len(rows) == 40
+
+
+def test_a_stalled_page_past_the_end_holds_nothing_up() -> None:
+    release = threading.Event()
+    lists = FakeLists({"c": 32}, with_total=False)  # page 2, empty, ends it; 3 to 5 go ahead
+
+    def fetch(name: str, number: int) -> tuple[list[tuple[str, int]], int | None]:
+        if number > 2:
+            release.wait(30)  # a request past the end that never answers in time
+        return lists.fetch(name, number)
+
+    started = time.monotonic()
+    rows = [row for batch in ParallelPages(fetch, ["c"], PAGE, 4) for row in batch]
+
+    assert len(rows) == 32 and time.monotonic() - started < 5
+    stalled = analytics_threads()
+    assert stalled and all(t.daemon for t in stalled), "a stalled worker would hold the exit"
+    release.set()
+    for t in stalled:
+        t.join(5)
+    assert not analytics_threads(), "a worker outlived the iteration"
+
+
+def test_no_worker_outlives_an_iteration_the_reader_stops() -> None:
+    lists = FakeLists(SIZES, with_total=False)
+
+    for _ in ParallelPages(lists.fetch, SIZES, PAGE, 3):
+        break
+
+    deadline = time.monotonic() + 5
+    while analytics_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not analytics_threads()

@@ -1,18 +1,8 @@
 """dlt source for the load-testing analytics API: organizations, projects and tests.
 
 Plain dlt, runnable without Dagster (`python -m analytics_assets.sources.analytics`). Settings
-come from dlt's config (environment, `.dlt/config.toml`, `.dlt/secrets.toml`):
-
-- `SOURCES__ANALYTICS__BASE_URL`: the API's base URL. Required: the committed placeholder
-  `https://api.example.com` is refused.
-- `SOURCES__ANALYTICS__API_TOKEN` (also `API_TOKEN`, or `api_token` in secrets.toml): the token.
-- `SOURCES__ANALYTICS__PAGE_SIZE`: items per page for projects and tests (default 32).
-- `SOURCES__ANALYTICS__CONCURRENCY`: requests in flight at once, at most (default 4).
-- `SOURCES__ANALYTICS__DIALECT`: `seed` (default) or `k6`, the real service's legacy API.
-- `SOURCES__ANALYTICS__RATE_LIMIT_MAX_WAIT`: seconds one request may wait out 429s (default 600).
-- `RUNTIME__REQUEST_MAX_ATTEMPTS`, `RUNTIME__REQUEST_BACKOFF_FACTOR`, `RUNTIME__REQUEST_TIMEOUT`,
-  `RUNTIME__REQUEST_MAX_RETRY_DELAY`: dlt's retries of 5xx and connection errors (default: the
-  seed's 3 retries, i.e. 4 attempts, factor 2).
+come from dlt's config (environment, `.dlt/config.toml`, `.dlt/secrets.toml`); docs/settings.md
+lists them.
 
 The seed describes a `rest_api_source` config. Its endpoints, selectors, page-number paging,
 bearer auth, retries and merge on `id` are kept; the lists are plain dlt resources because dlt
@@ -31,21 +21,8 @@ from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedExcept
 from dlt.sources import DltResource
 from dlt.sources.helpers.rest_client.auth import APIKeyAuth, BearerTokenAuth
 
-from analytics_assets.sources.analytics.client import (
-    ApiClient,
-    ApiError,
-    ApiResponseError,
-    ApiUnreachable,
-    ListSpec,
-    RateLimitExceeded,
-    TokenRejected,
-)
-from analytics_assets.sources.analytics.helpers import (
-    ContractViolation,
-    arrow_batches,
-    conform_to,
-    unserved,
-)
+from analytics_assets.sources.analytics.client import ApiClient, ApiError, ListSpec
+from analytics_assets.sources.analytics.helpers import arrow_batches, conform_to, unserved
 from analytics_assets.sources.analytics.settings import (
     CONCURRENCY,
     DEFAULT_BASE_URL,
@@ -67,20 +44,7 @@ from analytics_assets.sources.analytics.settings import (
     TESTS_PATH,
 )
 
-__all__ = [
-    "ApiClient",
-    "ApiError",
-    "ApiResponseError",
-    "ApiUnreachable",
-    "ContractViolation",
-    "RateLimitExceeded",
-    "SettingError",
-    "TokenRejected",
-    "analytics",
-    "api_client",
-    "configured_client",
-    "from_config",
-]
+__all__ = ["ApiError", "SettingError", "analytics", "configured_client", "from_config"]
 
 
 class SettingError(ValueError):

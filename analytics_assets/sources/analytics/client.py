@@ -1,13 +1,7 @@
-"""HTTP for the analytics source: dlt's retrying client, paced on 429s, pages fetched in parallel.
+"""HTTP for the analytics source: dlt's retrying client, paced on 429s, pages in parallel."""
 
-dlt fetches the pages of one endpoint one after another (dlt-hub/dlt#2844), which costs
-requests x latency; `ApiClient.pages` keeps up to `concurrency` requests in flight over every
-list it is given, with or without a total.
-"""
-
-import threading
+import functools
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -19,7 +13,7 @@ from dlt.common import logger
 from dlt.sources.helpers.requests import Client, Response
 from requests.auth import AuthBase
 
-from analytics_assets.sources.analytics.paging import ListPaging, Pacer, PastTheEnd
+from analytics_assets.sources.analytics.paging import Pacer, ParallelPages, PastTheEnd
 from analytics_assets.sources.analytics.settings import (
     COUNT_PATH,
     PAGE_PARAM,
@@ -226,15 +220,8 @@ class ApiClient:
         self, lists: Iterable[ListSpec], selector: str, missing_ok: bool = False
     ) -> Iterator[list[dict[str, Any]]]:
         """The records of every list, as they arrive; at most `concurrency` requests in flight."""
-        fetch = _Fetch(self, iter(lists), selector, missing_ok)
-        # daemon threads: a request past a list's end may stall, and nothing waits for it
-        # (a ThreadPoolExecutor's threads are joined at interpreter exit)
-        for n in range(self.concurrency):
-            threading.Thread(target=fetch.work, name=f"analytics-{n}", daemon=True).start()
-        try:
-            yield from fetch.results()
-        finally:
-            fetch.stop()
+        fetch = functools.partial(self.page, selector=selector, missing_ok=missing_ok)
+        return iter(ParallelPages(fetch, lists, self.page_size, self.concurrency))
 
 
 def _status_line(response: Response) -> str:
@@ -261,105 +248,3 @@ def checked_list(response: Response, selector: str) -> tuple[list[dict[str, Any]
     for key in COUNT_PATH:
         total = total.get(key) if isinstance(total, dict) else None
     return body[selector], total if type(total) is int else None
-
-
-class _Fetch:
-    """The lists of one `ApiClient.pages` call, shared by its workers under one lock.
-
-    Each worker takes the next request (pages a list surely needs first, then the first page of
-    the next list, then pages ahead of a list without a total), fetches it, and records the
-    answer. Pages wait for the sync in `ready`, twice the concurrency at most.
-    """
-
-    def __init__(
-        self, client: ApiClient, todo: Iterator[ListSpec], selector: str, missing_ok: bool
-    ):
-        self.client, self.todo, self.selector, self.missing_ok = client, todo, selector, missing_ok
-        self.active: dict[ListSpec, ListPaging] = {}
-        self.ready: deque[Any] = deque()
-        self.exhausted = self.stopped = False
-        self.changed = threading.Condition()
-
-    def _finished(self) -> bool:
-        return self.exhausted and not self.active
-
-    def _next(self) -> tuple[ListSpec, ListPaging, int] | None:
-        if len(self.ready) >= 2 * self.client.concurrency:
-            return None
-        ahead = self.client.concurrency
-        wanted = {spec: paging.next_page(ahead) for spec, paging in self.active.items()}
-        sure = [spec for spec, want in wanted.items() if want and want[1]]
-        if not sure and not self.exhausted:
-            spec = next(self.todo, None)
-            if spec is None:
-                self.exhausted = True
-            elif spec not in self.active:
-                self.active[spec] = ListPaging(self.client.page_size)
-                sure = [spec]
-        chosen = sure or [spec for spec, want in wanted.items() if want]
-        if not chosen:
-            return None
-        paging = self.active[chosen[0]]
-        paging.asked += 1
-        return chosen[0], paging, paging.asked
-
-    def work(self) -> None:
-        """Ask, fetch, record, until every list has ended or the sync stops."""
-        while True:
-            with self.changed:
-                task = None
-                while not self.stopped and not self._finished():
-                    if (task := self._next()) is not None:
-                        break
-                    self.changed.wait()
-                if task is None:
-                    return
-            spec, paging, number = task
-            try:
-                answer: Any = self.client.page(spec, number, self.selector, self.missing_ok)
-            except BaseException as error:  # recorded: it fails the sync only if the page counts
-                answer = error
-            with self.changed:
-                self._record(spec, paging, number, answer)
-                self.changed.notify_all()
-
-    def _record(self, spec: ListSpec, paging: ListPaging, number: int, answer: Any) -> None:
-        if self.stopped or self.active.get(spec) is not paging:
-            return  # a page past the end of a list that has ended
-        try:
-            if isinstance(answer, BaseException):
-                paging.receive(number, answer)
-            else:
-                items, total = answer
-                paging.receive(number, len(items), total)
-                if items:
-                    self.ready.append(items)
-        except BaseException as error:  # a page the list needs failed: so does the sync
-            self.ready.append(error)
-            self.stopped = True
-            return
-        if paging.end is not None:
-            del self.active[spec]
-
-    def results(self) -> Iterator[list[dict[str, Any]]]:
-        """The records of every page that has arrived, or the error of a page the sync needs.
-
-        All at once: dlt takes one item from each resource in turn, so a list yielding a page at
-        a time would wait for its turn as long as another resource takes to fill a batch.
-        """
-        while True:
-            with self.changed:
-                self.changed.wait_for(lambda: self.ready or self._finished() or self.stopped)
-                items, self.ready = list(self.ready), deque()
-                self.changed.notify_all()  # room in `ready`: the workers may ask again
-            if not items:
-                return
-            if errors := [item for item in items if isinstance(item, BaseException)]:
-                raise errors[0]
-            yield [record for page in items for record in page]
-
-    def stop(self) -> None:
-        """Ask for nothing more; a worker still waiting for an answer drops it."""
-        with self.changed:
-            self.stopped = True
-            self.changed.notify_all()

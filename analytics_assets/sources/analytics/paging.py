@@ -1,9 +1,16 @@
-"""When a list ends, and how many requests may be in flight: the source's rules, without HTTP."""
+"""Paging without a total, in parallel: when a list ends, what to ask next, how many at once.
+
+dlt fetches the pages of one endpoint one after another (dlt-hub/dlt#2844), which costs
+requests x latency; `ParallelPages` keeps up to `concurrency` requests in flight over every
+list it is given, with or without a total. Nothing here speaks HTTP: `fetch` does.
+"""
 
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class PastTheEnd(Exception):
@@ -115,3 +122,112 @@ class Pacer:
             if self.limit < self.concurrency and self._streak >= self.probe_after:
                 self.limit, self._streak, self._probing = self.limit + 1, 0, True
                 self._changed.notify_all()
+
+
+class ParallelPages:
+    """The records of many lists, fetched by `concurrency` worker threads sharing one lock.
+
+    `fetch(spec, number)` answers one page as `(items, total or None)` or raises. Each worker
+    takes the next request (pages a list surely needs first, then the first page of the next
+    list, then pages ahead of a list without a total), fetches it, and records the answer. Pages
+    wait for the reader in `ready`, twice the concurrency at most.
+    """
+
+    def __init__(
+        self, fetch: Callable[[Any, int], Any], lists: Iterable[Any], size: int, concurrency: int
+    ) -> None:
+        self.fetch, self.todo, self.size, self.concurrency = fetch, iter(lists), size, concurrency
+        self.active: dict[Any, ListPaging] = {}
+        self.ready: deque[Any] = deque()
+        self.exhausted = self.stopped = False
+        self.changed = threading.Condition()
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        """Every record once, a batch per wake-up; the error of a page a list needs, raised."""
+        # daemon threads: a request past a list's end may stall, and nothing waits for it
+        # (a ThreadPoolExecutor's threads are joined at interpreter exit)
+        for n in range(self.concurrency):
+            threading.Thread(target=self._work, name=f"analytics-{n}", daemon=True).start()
+        try:
+            yield from self._arrived()
+        finally:
+            with self.changed:  # ask for nothing more; a worker still waiting drops its answer
+                self.stopped = True
+                self.changed.notify_all()
+
+    def _finished(self) -> bool:
+        return self.exhausted and not self.active
+
+    def _next(self) -> tuple[Any, ListPaging, int] | None:
+        if len(self.ready) >= 2 * self.concurrency:
+            return None
+        wanted = {spec: paging.next_page(self.concurrency) for spec, paging in self.active.items()}
+        sure = [spec for spec, want in wanted.items() if want and want[1]]
+        if not sure and not self.exhausted:
+            spec = next(self.todo, None)
+            if spec is None:
+                self.exhausted = True
+            elif spec not in self.active:
+                self.active[spec] = ListPaging(self.size)
+                sure = [spec]
+        chosen = sure or [spec for spec, want in wanted.items() if want]
+        if not chosen:
+            return None
+        paging = self.active[chosen[0]]
+        paging.asked += 1
+        return chosen[0], paging, paging.asked
+
+    def _work(self) -> None:
+        """Ask, fetch, record, until every list has ended or the reader stops."""
+        while True:
+            with self.changed:
+                task = None
+                while not self.stopped and not self._finished():
+                    if (task := self._next()) is not None:
+                        break
+                    self.changed.wait()
+                if task is None:
+                    return
+            spec, paging, number = task
+            try:
+                answer: Any = self.fetch(spec, number)
+            except BaseException as error:  # recorded: it fails the sync only if the page counts
+                answer = error
+            with self.changed:
+                self._record(spec, paging, number, answer)
+                self.changed.notify_all()
+
+    def _record(self, spec: Any, paging: ListPaging, number: int, answer: Any) -> None:
+        if self.stopped or self.active.get(spec) is not paging:
+            return  # a page past the end of a list that has ended
+        try:
+            if isinstance(answer, BaseException):
+                paging.receive(number, answer)
+            else:
+                items, total = answer
+                paging.receive(number, len(items), total)
+                if items:
+                    self.ready.append(items)
+        except BaseException as error:  # a page the list needs failed: so does the sync
+            self.ready.append(error)
+            self.stopped = True
+            return
+        if paging.end is not None:
+            del self.active[spec]
+
+    def _arrived(self) -> Iterator[list[Any]]:
+        """All that has arrived, at once.
+
+        dlt takes one item from each resource in turn, so a list yielding a page at a time would
+        wait for its turn as long as another resource takes to fill a batch.
+        """
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: self.ready or self._finished() or self.stopped)
+                items, self.ready = list(self.ready), deque()
+                self.changed.notify_all()  # room in `ready`: the workers may ask again
+            if not items:
+                return
+            if errors := [item for item in items if isinstance(item, BaseException)]:
+                raise errors[0]
+            yield [record for page in items for record in page]
