@@ -55,5 +55,5 @@ format: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf .data $(DAGSTER_HOME) analytics_assets.duckdb analytics_assets.duckdb.wal \
+	rm -rf .data .dagster_home analytics_assets.duckdb analytics_assets.duckdb.wal \
 		analytics_assets.duckdb.lock

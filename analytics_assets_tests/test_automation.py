@@ -26,6 +26,7 @@ from analytics_assets.orchestration.automation import (
     analytics_daily,
     analytics_failure_sensor,
     failure_cause,
+    one_line,
 )
 from analytics_assets.sample_api import Fault, SampleApiServer, build_account
 
@@ -250,4 +251,11 @@ def test_the_webhook_gets_the_cause_escaped_once_and_never_cut_mid_character(
     cause = received[0]["cause"]
     assert "without a `organizations` list" in cause
     assert 'clé "0" ünïcødé' in cause, "escaped twice"
-    assert len(cause) <= len("analytics_dlt: ") + 400 and cause.endswith("…"), "not cut"
+    assert len(cause) == len("analytics_dlt: ") + 400 and cause.endswith("…"), "not cut"
+
+
+def test_a_cause_is_cut_hard_so_a_long_url_or_json_is_kept_not_dropped() -> None:
+    assert one_line("x" * 500) == "x" * 399 + "…"
+    cut = one_line("HTTP 500 from https://h/" + "q" * 450)
+    assert cut.startswith("HTTP 500 from https://h/qqq") and len(cut) == 400
+    assert one_line("two\n  lines ") == "two lines"

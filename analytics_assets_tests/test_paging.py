@@ -1,4 +1,4 @@
-"""The paging and pacing rules on their own: no HTTP, no threads, answers in any order."""
+"""The paging and pacing rules on their own, without HTTP; ParallelPages with a fake fetch."""
 
 import random
 import threading
@@ -163,24 +163,32 @@ class FakeLists:
     def __init__(self, sizes: dict[str, int], with_total: bool, fail: tuple[str, int] = ("", 0)):
         self.sizes, self.with_total, self.fail = sizes, with_total, fail
         self.asked: list[tuple[str, int]] = []
+        self.in_flight = self.peak = 0
         self.lock = threading.Lock()
 
     def fetch(self, name: str, number: int) -> tuple[list[tuple[str, int]], int | None]:
         with self.lock:
             self.asked.append((name, number))
-        time.sleep(random.random() / 1000)  # answers come back in any order
-        if (name, number) == self.fail:
-            raise requests.ConnectionError(f"{name} page {number}")
-        first = (number - 1) * PAGE
-        rows = [(name, i) for i in range(first, min(first + PAGE, self.sizes[name]))]
-        return rows, self.sizes[name] if self.with_total else None
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            time.sleep(random.random() / 1000)  # answers come back in any order
+            if (name, number) == self.fail:
+                raise requests.ConnectionError(f"{name} page {number}")
+            first = (number - 1) * PAGE
+            rows = [(name, i) for i in range(first, min(first + PAGE, self.sizes[name]))]
+            return rows, self.sizes[name] if self.with_total else None
+        finally:
+            with self.lock:
+                self.in_flight -= 1
 
 
 SIZES = {"a": 0, "b": 1, "c": 32, "d": 95, "e": 320}
 
 
-def analytics_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("analytics-")]
+def workers_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """The worker threads this test started: a real sync elsewhere in the suite may have its own."""
+    return [t for t in set(threading.enumerate()) - before if t.name.startswith("analytics-")]
 
 
 @pytest.mark.parametrize("concurrency", [1, 3, 8])
@@ -194,6 +202,7 @@ def test_parallel_pages_yield_every_row_once_within_the_concurrency(
 
     assert sorted(rows) == sorted((n, i) for n, size in SIZES.items() for i in range(size))
     assert len(set(lists.asked)) == len(lists.asked), "a page was asked for twice"
+    assert lists.peak <= concurrency
     extra = len(lists.asked) - sum(fewest(size, with_total) for size in SIZES.values())
     assert 0 <= extra <= (0 if with_total else len(SIZES) * (concurrency - 1))
 
@@ -208,40 +217,55 @@ def test_a_failed_page_a_list_needs_fails_the_iteration() -> None:
 
 def test_a_failed_page_past_the_end_is_nobodys_concern() -> None:
     lists = FakeLists({"c": 40}, with_total=False, fail=("c", 3))  # the list ends on page 2
+    page_3_asked = threading.Event()
 
-    rows = [row for batch in ParallelPages(lists.fetch, ["c"], PAGE, 4) for row in batch]
+    def fetch(name: str, number: int) -> tuple[list[tuple[str, int]], int | None]:
+        try:
+            if number == 2:
+                assert page_3_asked.wait(5), "page 3 was never asked for"
+            return lists.fetch(name, number)
+        finally:
+            if number == 3:
+                page_3_asked.set()
 
-    assert len(rows) == 40
+    rows = [row for batch in ParallelPages(fetch, ["c"], PAGE, 4) for row in batch]
+
+    assert len(rows) == 40 and ("c", 3) in lists.asked
 
 
 def test_a_stalled_page_past_the_end_holds_nothing_up() -> None:
-    release = threading.Event()
+    before, ahead, release = set(threading.enumerate()), threading.Event(), threading.Event()
     lists = FakeLists({"c": 32}, with_total=False)  # page 2, empty, ends it; 3 to 5 go ahead
 
     def fetch(name: str, number: int) -> tuple[list[tuple[str, int]], int | None]:
         if number > 2:
+            ahead.set()
             release.wait(30)  # a request past the end that never answers in time
+        elif number == 2:
+            ahead.wait(5)
         return lists.fetch(name, number)
 
-    started = time.monotonic()
-    rows = [row for batch in ParallelPages(fetch, ["c"], PAGE, 4) for row in batch]
+    try:
+        started = time.monotonic()
+        rows = [row for batch in ParallelPages(fetch, ["c"], PAGE, 4) for row in batch]
 
-    assert len(rows) == 32 and time.monotonic() - started < 5
-    stalled = analytics_threads()
-    assert stalled and all(t.daemon for t in stalled), "a stalled worker would hold the exit"
-    release.set()
-    for t in stalled:
+        assert len(rows) == 32 and time.monotonic() - started < 5
+        stalled = workers_since(before)
+        assert stalled and all(t.daemon for t in stalled), "a stalled worker would hold the exit"
+    finally:
+        release.set()
+    for t in workers_since(before):
         t.join(5)
-    assert not analytics_threads(), "a worker outlived the iteration"
+    assert not workers_since(before), "a worker outlived the iteration"
 
 
 def test_no_worker_outlives_an_iteration_the_reader_stops() -> None:
-    lists = FakeLists(SIZES, with_total=False)
+    before, lists = set(threading.enumerate()), FakeLists(SIZES, with_total=False)
 
     for _ in ParallelPages(lists.fetch, SIZES, PAGE, 3):
         break
 
     deadline = time.monotonic() + 5
-    while analytics_threads() and time.monotonic() < deadline:
+    while workers_since(before) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not analytics_threads()
+    assert not workers_since(before)

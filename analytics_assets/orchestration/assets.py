@@ -92,7 +92,8 @@ def analytics_tables(
             if (clear := sync.user_error(error, pipeline)) is not None:
                 raise clear from None  # raised here, so it ends the CLI's output
             raise
-        yield from after_load(context, pipeline, results)
+        done = list(after_load(context, pipeline, results))
+    yield from done  # after the locks are released
 
 
 # The dagster-dlt workarounds, each to delete when its issue closes:

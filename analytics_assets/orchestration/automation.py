@@ -6,20 +6,14 @@ STOPPED; the run-failure sensor, which only reads Dagster's own events, starts R
 
 import hashlib
 import json
-import textwrap
 
 import dagster as dg
 import dlt
 import requests
 
 from analytics_assets.orchestration.assets import GROUP_NAME, analytics_tables
-from analytics_assets.sources.analytics import (
-    ApiError,
-    SettingError,
-    configured_client,
-    from_config,
-    settings,
-)
+from analytics_assets.sources import analytics
+from analytics_assets.sources.analytics import settings
 
 WEBHOOK_SETTING = "alerts.webhook_url"
 WEBHOOK_TIMEOUT_S = 10
@@ -33,7 +27,7 @@ POLL_SETTINGS.update(request_max_attempts=2, request_backoff_factor=0.5, request
 
 def upstream_fingerprint() -> str:
     """A cheap digest of what the API serves now: the organizations and the first page of tests."""
-    client = from_config(configured_client, **POLL_SETTINGS)
+    client = analytics.from_config(analytics.configured_client, **POLL_SETTINGS)
     organizations = client.get_list(settings.ORGANIZATIONS_PATH, settings.ORGANIZATIONS)
     first_tests = client.page(client.list_spec(settings.TESTS_PATH), 1, client.tests_key)
     return hashlib.sha256(
@@ -81,11 +75,12 @@ def analytics_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRes
     """
     try:
         fingerprint = upstream_fingerprint()
-    except (SettingError, ApiError) as e:
+    except (analytics.SettingError, analytics.ApiError) as e:
         return dg.SkipReason(f"Poll skipped: {e}")
     except requests.RequestException as e:
         response, url = e.response, e.request.url if e.request else "the API"
-        problem = f"HTTP {response.status_code} from" if response is not None else type(e).__name__
+        problem = f"{type(e).__name__} for"
+        problem = f"HTTP {response.status_code} from" if response is not None else problem
         context.log.warning(f"Analytics API unreachable, poll skipped: {problem} {url}")
         return dg.SkipReason(f"Analytics API unreachable: {problem} {url}")
     if fingerprint == context.cursor:
@@ -132,7 +127,11 @@ def failure_cause(context: dg.RunFailureSensorContext) -> str:
         while error is not None and error.cause is not None:
             error = error.cause  # Dagster and dlt wrap the error that says what went wrong
         message = (error.message if error else event.message or "").strip()
-        causes.append(f"{event.step_key}: {textwrap.shorten(message, LIMIT, placeholder='…')}")
-    return "; ".join(causes) or textwrap.shorten(
-        context.failure_event.message or "unknown cause", LIMIT, placeholder="…"
-    )
+        causes.append(f"{event.step_key}: {one_line(message)}")
+    return "; ".join(causes) or one_line(context.failure_event.message or "unknown cause")
+
+
+def one_line(message: str) -> str:
+    """At most LIMIT characters, cut hard: a URL or JSON without spaces is kept, not dropped."""
+    text = " ".join(message.split())
+    return text if len(text) <= LIMIT else text[: LIMIT - 1] + "…"

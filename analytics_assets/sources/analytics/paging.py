@@ -164,7 +164,12 @@ class ParallelPages:
         wanted = {spec: paging.next_page(self.concurrency) for spec, paging in self.active.items()}
         sure = [spec for spec, want in wanted.items() if want and want[1]]
         if not sure and not self.exhausted:
-            spec = next(self.todo, None)
+            try:
+                spec = next(self.todo, None)
+            except BaseException as error:  # the lists come from a generator: it may fail too
+                self.ready.append(error)
+                self.stopped = True
+                return None
             if spec is None:
                 self.exhausted = True
             elif spec not in self.active:
