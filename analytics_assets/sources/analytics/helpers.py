@@ -112,9 +112,9 @@ def arrow_batches(
 ) -> Iterator[pa.Table]:
     """Conformed records as Arrow tables of `rows` rows or `seconds` of pages, in seed types.
 
-    Why: dlt writes Arrow items to parquet while it extracts, and normalize only moves the files
-    (measured in BENCHMARKS.md). While dlt waits for a batch it takes no other list's pages, so
-    a batch waits `seconds` at most. Fields beyond `columns` are text.
+    Why: dlt writes Arrow items to parquet while it extracts, and normalize only moves the files.
+    While dlt waits for a batch it takes no other list's pages, so a batch waits `seconds` at
+    most. Fields beyond `columns` are text.
     """
     fields = [pa.field(name, _ARROW[kind], nullable=name != "id") for name, kind in columns.items()]
     as_json = [name for name, kind in columns.items() if kind == "json"]

@@ -17,7 +17,7 @@ PIPELINE_NAME: Final = "analytics_assets"
 # pipeline, never after the dataset: `analytics.duckdb` with dataset `analytics` is ambiguous.
 DATASET_NAME: Final = "analytics"
 DEFAULT_DESTINATION: Final = "duckdb"
-# DuckDB's defaults for the warehouse file (BENCHMARKS.md has the measurements). Uncapped, a
+# DuckDB's defaults for the warehouse file, from measurements on kilobyte scripts. Uncapped, a
 # load's memory grows with the account; capped, DuckDB spills to `<file>.tmp` instead. A load is
 # one thread's work either way. zstd, where DuckDB would pick its dictionary and FSST methods
 # for long strings such as scripts: 4x faster to write, half the file. Each key can be
