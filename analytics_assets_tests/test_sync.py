@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -185,6 +186,9 @@ def test_progress_is_logged_per_resource(env: SampleApiServer) -> None:
     assert any(f"tests: {len(env.account.tests)}" in m for m in messages), "no rows per resource"
     assert any(f"projects: {len(env.account.projects)}" in m for m in messages)
     assert any("Load analytics" in m for m in messages), "no progress of the load"
+    headers = [m for m in messages if "Normalize analytics" in m or "Load analytics" in m]
+    assert headers and all("the sync of 20" in m and " UTC" in m for m in headers), headers
+    assert not any(re.search(r"in \d{10}\.\d+", m) for m in messages), "a load id as a float"
 
 
 def test_lists_served_empty_sync_again_and_again(env: SampleApiServer, warehouse: Path) -> None:

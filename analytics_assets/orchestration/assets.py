@@ -5,8 +5,8 @@ every table as the last good run left it. The checks run in a step of their own 
 """
 
 from collections.abc import Iterator
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
 
 import dagster as dg
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
@@ -28,6 +28,19 @@ FRESHNESS = dg.FreshnessPolicy.time_window(
 UPSTREAM = {settings.PROJECTS: settings.ORGANIZATIONS, settings.TESTS: settings.PROJECTS}
 PROGRESS_LOG_PERIOD_S = 5.0
 Materialized = dg.MaterializeResult | dg.AssetMaterialization
+
+
+class SyncProgress(LogCollector):
+    """dlt's progress log, its headers naming the sync by when it started, not by a load id."""
+
+    def __call__(self, step: str) -> Self:
+        """`Normalize analytics in 1796170436.817694` becomes `..., the sync of <UTC time>`."""
+        name, _, load_id = step.partition(" in ")
+        try:
+            started = datetime.fromtimestamp(float(load_id), UTC)
+        except ValueError:
+            return super().__call__(step)
+        return super().__call__(f"{name}, the sync of {started:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def asset_key(table: str) -> dg.AssetKey:
@@ -77,7 +90,7 @@ def analytics_tables(
     context: dg.AssetExecutionContext, dlt: DagsterDltResource
 ) -> Iterator[Materialized]:
     """One dlt run over the selected tables; then the rows the API no longer serves go."""
-    progress = LogCollector(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
+    progress = SyncProgress(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
     with sync.warehouse_lock(context.log.info, progress) as pipeline, sync.sync_settings():
         try:
             results = list(
