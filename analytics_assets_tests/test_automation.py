@@ -134,7 +134,9 @@ def test_change_sensor_skips_on_server_errors_and_names_the_status(env: SampleAp
     result = poll("previous-cursor")
 
     assert isinstance(result, SkipReason)
-    assert f"HTTP 503 from {env.url}/v3/organizations" in result.skip_message
+    assert f"503 Server Error: Service Unavailable for url: {env.url}/v3/organizations" in (
+        result.skip_message
+    )
 
 
 def test_change_sensor_without_a_token_says_which_setting(

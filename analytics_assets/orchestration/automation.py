@@ -30,9 +30,8 @@ def upstream_fingerprint() -> str:
     client = analytics.from_config(analytics.configured_client, **POLL_SETTINGS)
     organizations = client.get_list(settings.ORGANIZATIONS_PATH, settings.ORGANIZATIONS)
     first_tests = client.page(client.list_spec(settings.TESTS_PATH), 1, client.tests_key)
-    return hashlib.sha256(
-        json.dumps([organizations, first_tests], sort_keys=True).encode()
-    ).hexdigest()
+    served = json.dumps([organizations, first_tests], sort_keys=True)
+    return hashlib.sha256(served.encode()).hexdigest()
 
 
 analytics_sync = dg.define_asset_job(
@@ -68,21 +67,16 @@ analytics_daily = dg.ScheduleDefinition(
     ),
 )
 def analytics_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    """A sync when the API's fingerprint differs from the cursor's.
+    """A sync when the API's fingerprint differs from the cursor's: the cursor alone decides.
 
-    The cursor alone decides what is new: a run key is deduplicated over the sensor's whole
-    history, so an upstream back to an earlier state (A, B, then A again) would never sync again.
+    A run key is deduplicated over the sensor's history: an upstream at A, B, A would not sync.
     """
     try:
         fingerprint = upstream_fingerprint()
-    except (analytics.SettingError, analytics.ApiError) as e:
+    except (analytics.SettingError, analytics.ApiError, requests.HTTPError) as e:
+        # a setting to fix, the API out of reach, or a 5xx after the poll's retries (with its URL)
+        context.log.warning(f"Poll skipped: {e}")
         return dg.SkipReason(f"Poll skipped: {e}")
-    except requests.RequestException as e:
-        response, url = e.response, e.request.url if e.request else "the API"
-        problem = f"{type(e).__name__} for"
-        problem = f"HTTP {response.status_code} from" if response is not None else problem
-        context.log.warning(f"Analytics API unreachable, poll skipped: {problem} {url}")
-        return dg.SkipReason(f"Analytics API unreachable: {problem} {url}")
     if fingerprint == context.cursor:
         return dg.SkipReason("No upstream change since the last poll.")
     return dg.SensorResult(
@@ -93,13 +87,11 @@ def analytics_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRes
 
 @dg.run_failure_sensor(
     name="analytics_failure_sensor",
-    # no monitored_jobs: every job of the code location, the UI's "Materialize" (an implicit
-    # asset job) included
+    # no monitored_jobs: every job of the code location, the UI's implicit "Materialize" too
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Reports a failed run of this code location (a sync, the checks, a materialization from "
-        "the UI), each failed step's cause on one line, and posts it as JSON "
-        f"to the webhook in the {WEBHOOK_SETTING} secret when one is set."
+        "Reports a failed run of this code location (a sync, the checks, the UI's Materialize), "
+        f"each failed step's cause on one line; posts it as JSON to {WEBHOOK_SETTING} if set."
     ),
 )
 def analytics_failure_sensor(context: dg.RunFailureSensorContext) -> None:
