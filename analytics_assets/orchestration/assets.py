@@ -5,6 +5,7 @@ every table as the last good run left it. The checks run in a step of their own 
 """
 
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
@@ -26,7 +27,6 @@ FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 # Lineage of the API: projects belong to organizations, tests belong to projects.
 UPSTREAM = {settings.PROJECTS: settings.ORGANIZATIONS, settings.TESTS: settings.PROJECTS}
-PROGRESS_LOG_PERIOD_S = 5.0
 Materialized = dg.MaterializeResult | dg.AssetMaterialization
 
 
@@ -36,11 +36,9 @@ class SyncProgress(LogCollector):
     def __call__(self, step: str) -> Self:
         """`Normalize analytics in 1796170436.817694` becomes `..., the sync of <UTC time>`."""
         name, _, load_id = step.partition(" in ")
-        try:
-            started = datetime.fromtimestamp(float(load_id), UTC)
-        except ValueError:
-            return super().__call__(step)
-        return super().__call__(f"{name}, the sync of {started:%Y-%m-%d %H:%M:%S} UTC")
+        with suppress(ValueError):
+            step = f"{name}, the sync of {datetime.fromtimestamp(float(load_id), UTC):%F %T} UTC"
+        return super().__call__(step)
 
 
 def asset_key(table: str) -> dg.AssetKey:
@@ -90,7 +88,7 @@ def analytics_tables(
     context: dg.AssetExecutionContext, dlt: DagsterDltResource
 ) -> Iterator[Materialized]:
     """One dlt run over the selected tables; then the rows the API no longer serves go."""
-    progress = SyncProgress(PROGRESS_LOG_PERIOD_S, context.log, dump_system_stats=False)
+    progress = SyncProgress(5.0, context.log, dump_system_stats=False)
     with sync.warehouse_lock(context.log.info, progress) as pipeline, sync.sync_settings():
         try:
             results = list(
