@@ -11,11 +11,11 @@ from analytics_assets.orchestration.automation import (
     analytics_failure_sensor,
     analytics_sync,
 )
-from analytics_assets.orchestration.checks import analytics_table_checks
+from analytics_assets.orchestration.checks import ASSET_CHECKS
 
 defs = Definitions(
     assets=[analytics_tables],
-    asset_checks=[analytics_table_checks],
+    asset_checks=ASSET_CHECKS,
     jobs=[analytics_sync, analytics_checks],
     schedules=[analytics_daily],
     sensors=[analytics_change_sensor, analytics_failure_sensor],

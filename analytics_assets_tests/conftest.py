@@ -31,9 +31,19 @@ from dagster import (  # noqa: E402
 )
 from dagster_dlt import DagsterDltResource  # noqa: E402
 
+from analytics_assets import defs  # noqa: E402
 from analytics_assets.orchestration.assets import analytics_tables  # noqa: E402
-from analytics_assets.orchestration.checks import analytics_table_checks  # noqa: E402
+from analytics_assets.orchestration.checks import ASSET_CHECKS, analytics_table_checks  # noqa: E402
 from analytics_assets.sample_api import SampleApiServer, build_account  # noqa: E402
+
+# Every check of the definitions (Dagster's builders' too), by table: counts derive from these.
+CHECK_KEYS = defs.resolve_asset_graph().asset_check_keys
+CHECKS_PER_ASSET = {
+    table: sum(key.asset_key.path[-1] == table for key in CHECK_KEYS)
+    for table in ("organizations", "projects", "tests")
+}
+# The checks that query the warehouse, each showing its SQL
+SQL_CHECKS = analytics_table_checks.check_keys
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -93,7 +103,7 @@ def run_sync(
     """
     selection = [AssetKey(["analytics", t]) for t in tables] if tables else None
     return materialize(
-        [analytics_tables, analytics_table_checks],
+        [analytics_tables, *ASSET_CHECKS],
         resources={"dlt": DagsterDltResource()},
         selection=selection,
         instance=instance or DagsterInstance.ephemeral(),

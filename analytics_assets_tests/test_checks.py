@@ -18,18 +18,26 @@ from dagster_dlt import DagsterDltResource
 from analytics_assets import defs
 from analytics_assets.orchestration import checks
 from analytics_assets.orchestration.assets import analytics_tables
-from analytics_assets.orchestration.checks import analytics_table_checks
+from analytics_assets.orchestration.checks import ASSET_CHECKS
 from analytics_assets.sample_api import Fault, SampleApiServer
 from analytics_assets.sources.analytics.settings import SAMPLE_SIZE
-from analytics_assets_tests.conftest import query, run_sync
+from analytics_assets_tests.conftest import CHECK_KEYS, REPO, SQL_CHECKS, query, run_sync
 
 
 def run_checks() -> dict[tuple[str, str], object]:
-    """The checks-only job, as a user runs it from the UI; evaluations by (table, check)."""
+    """The checks-only job, as a user runs it from the UI; the warehouse's, by (table, check).
+
+    Dagster's builders' checks read the materializations, which this fresh instance has none of.
+    """
     result = defs.resolve_job_def("analytics_checks").execute_in_process(
         instance=DagsterInstance.ephemeral(), raise_on_error=False
     )
-    return {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+    evaluations = result.get_asset_check_evaluations()
+    return {
+        (e.asset_key.path[-1], e.check_name): e
+        for e in evaluations
+        if e.asset_check_key in SQL_CHECKS
+    }
 
 
 def tamper(path: Path, *statements: str) -> None:
@@ -48,7 +56,7 @@ def test_every_check_passes_on_good_data(env: SampleApiServer) -> None:
     result = run_sync()
 
     evaluations = result.get_asset_check_evaluations()
-    assert len(evaluations) == 11
+    assert len(evaluations) == len(CHECK_KEYS)
     assert {(e.asset_key.path[-1], e.check_name) for e in evaluations if not e.passed} == set()
 
 
@@ -59,7 +67,7 @@ def test_checks_only_job_evaluates_every_check_without_calling_the_api(
 
     evaluations = run_checks()
 
-    assert len(evaluations) == 11 and all(e.passed for e in evaluations.values())
+    assert len(evaluations) == len(SQL_CHECKS) and all(e.passed for e in evaluations.values())
     assert env.request_count() == 0
 
 
@@ -97,7 +105,7 @@ def test_orphaned_projects_fail_the_blocking_check_the_run_and_what_is_downstrea
         """An asset a user adds downstream of projects."""
 
     result = materialize(
-        [analytics_tables, analytics_table_checks, projects_report],
+        [analytics_tables, *ASSET_CHECKS, projects_report],
         resources={"dlt": DagsterDltResource()},
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -137,7 +145,7 @@ def test_a_check_that_raises_fails_alone_and_the_others_still_report(synced: Pat
 
     evaluations = run_checks()
 
-    assert len(evaluations) == 11
+    assert len(evaluations) == len(SQL_CHECKS)
     raised = evaluations[("projects", "organization_id_references_organizations")]
     assert not raised.passed and raised.severity == AssetCheckSeverity.ERROR
     assert raised.description.startswith("The check raised ")
@@ -160,7 +168,8 @@ def test_a_query_that_fails_fails_its_check_and_not_the_run(synced: Path) -> Non
     )
 
     assert result.success, "no blocking check failed: the step and the run succeed"
-    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    evaluations = result.get_asset_check_evaluations()
+    failed = {e.check_name for e in evaluations if not e.passed and e.asset_check_key in SQL_CHECKS}
     assert failed == {
         "matches_seed_schema",
         "test_run_ids_are_integer_arrays",
@@ -173,7 +182,7 @@ def test_checks_of_a_table_not_created_yet_pass_with_a_warning(env: SampleApiSer
 
     evaluations = run_checks()
 
-    assert len(evaluations) == 11 and all(e.passed for e in evaluations.values())
+    assert len(evaluations) == len(SQL_CHECKS) and all(e.passed for e in evaluations.values())
     for (table, _), evaluation in evaluations.items():
         if table != "organizations":
             assert evaluation.severity == AssetCheckSeverity.WARN
@@ -271,15 +280,15 @@ def test_a_column_change_since_the_previous_materialization_warns_once(
     for test in env.account.tests:
         test["region"] = "eu-west"
 
-    changed = by_check(run_sync("tests", instance=instance))[("tests", "matches_seed_schema")]
-    unchanged = by_check(run_sync("tests", instance=instance))[("tests", "matches_seed_schema")]
+    changed = by_check(run_sync("tests", instance=instance))
+    unchanged = by_check(run_sync("tests", instance=instance))
 
-    assert not changed.passed and changed.severity == AssetCheckSeverity.WARN
-    assert changed.metadata["changes_since_previous_materialization"].value == [
-        "added region (text)"
-    ]
-    assert "added region (text)" in changed.description
-    assert unchanged.passed and unchanged.metadata["extra_columns"].value == ["region"]
+    warned = changed[("tests", "column_schema_change")]
+    assert not warned.passed and warned.severity == AssetCheckSeverity.WARN
+    assert "Added columns: region" in warned.description
+    assert changed[("tests", "matches_seed_schema")].passed, "an extra column is no fault"
+    assert unchanged[("tests", "column_schema_change")].passed
+    assert unchanged[("tests", "matches_seed_schema")].metadata["extra_columns"].value == ["region"]
 
 
 def test_a_sync_that_served_no_organizations_warns_although_rows_are_kept(
@@ -289,14 +298,13 @@ def test_a_sync_that_served_no_organizations_warns_although_rows_are_kept(
     assert run_sync("organizations", instance=instance).success
     env.account.organizations.clear()
 
-    evaluation = by_check(run_sync("organizations", instance=instance))[
-        ("organizations", "not_empty")
-    ]
+    evaluations = by_check(run_sync("organizations", instance=instance))
 
     assert query(warehouse, "SELECT COUNT(*) FROM analytics.organizations")[0][0] == 4
-    assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
-    assert evaluation.metadata["rows_served_by_the_last_sync"].value == 0
-    assert "served no organizations" in evaluation.description
+    served = evaluations[("organizations", "rows_served_bounds_check")]
+    assert not served.passed and served.severity == AssetCheckSeverity.WARN
+    assert served.description == "Value `0` is less than 1"
+    assert evaluations[("organizations", "not_empty")].passed, "the rows kept are there"
 
 
 def test_an_empty_organizations_table_warns(synced: Path) -> None:
@@ -325,9 +333,9 @@ def test_every_asset_and_check_description_is_a_plain_sentence() -> None:
     descriptions = {
         key.to_user_string(): graph.get(key).description for key in graph.get_all_asset_keys()
     }
-    for spec in graph.asset_check_keys:
-        descriptions[spec.to_user_string()] = graph.get_check_spec(spec).description
-    assert len(descriptions) == 14
+    for key in SQL_CHECKS:  # Dagster's builders word their checks' descriptions themselves
+        descriptions[key.to_user_string()] = graph.get_check_spec(key).description
+    assert len(descriptions) == len(graph.get_all_asset_keys()) + len(SQL_CHECKS)
 
     for name, description in descriptions.items():
         assert description and is_a_sentence(description), (name, description)
@@ -337,8 +345,8 @@ def test_every_asset_and_check_description_is_a_plain_sentence() -> None:
 def test_every_check_attaches_its_sql_a_clause_per_line(env: SampleApiServer) -> None:
     evaluations = run_sync().get_asset_check_evaluations()
 
-    assert len(evaluations) == 11
-    for evaluation in evaluations:
+    assert len(evaluations) == len(CHECK_KEYS)
+    for evaluation in (e for e in evaluations if e.asset_check_key in SQL_CHECKS):
         sql = evaluation.metadata["sql"].value
         lines = sql.splitlines()
         assert lines[0] == "```sql" and lines[-1] == "```", evaluation.check_name
@@ -360,3 +368,20 @@ def test_every_seed_column_is_described_in_the_catalog_and_each_materialization(
         ].value.columns
         for columns in (defined, [c for c in loaded if not c.name.startswith("_dlt")]):
             assert columns and all(is_a_sentence(c.description or "") for c in columns), key
+
+
+def test_the_readme_checks_table_lists_every_check_with_its_assets_and_blocking() -> None:
+    section = (REPO / "README.md").read_text().split("\n## Checks\n", 1)[1]
+    lines = section.strip().split("\n\n", 1)[0].splitlines()[2:]  # the table, past its header
+    table = {
+        name.strip(" `"): (assets.strip(), blocking.strip())
+        for name, assets, _, blocking in (line.split("|")[1:5] for line in lines)
+    }
+    graph = defs.resolve_asset_graph()
+
+    assert set(table) == {key.name for key in CHECK_KEYS}
+    for key in CHECK_KEYS:
+        assets, blocking = table[key.name]
+        on = [k.asset_key.path[-1] for k in CHECK_KEYS if k.name == key.name]
+        assert assets == ("all three" if len(on) == 3 else ", ".join(on)), key.name
+        assert (blocking == "**yes**") == graph.get_check_spec(key).blocking, key.name

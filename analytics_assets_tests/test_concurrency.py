@@ -16,7 +16,7 @@ from dagster import DagsterEventType, DagsterInstance
 
 from analytics_assets import defs
 from analytics_assets.sample_api import Fault, SampleApiServer, build_account
-from analytics_assets_tests.conftest import DAGSTER, MATERIALIZE, REPO, query
+from analytics_assets_tests.conftest import CHECK_KEYS, DAGSTER, MATERIALIZE, REPO, query
 
 # `make demo`'s command: Dagster's dg CLI, configured by pyproject's [tool.dg]
 DG_LAUNCH = [os.path.join(os.path.dirname(DAGSTER), "dg"), "launch", "--assets", "*"]
@@ -116,7 +116,7 @@ def test_the_sync_is_the_same_under_every_executor(
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    assert run_outcomes(home) == [(True, 3, 11)]
+    assert run_outcomes(home) == [(True, 3, len(CHECK_KEYS))]
     assert_exactly_served(Path(cli_env["DESTINATION__DUCKDB__CREDENTIALS"]), slow_api)
 
 
@@ -134,7 +134,10 @@ def test_two_runs_with_a_process_per_step_interleave_safely(
     logs = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
     assert codes == (0, 0), logs[-3000:]
     assert "Another sync is using" in logs, "the runs never overlapped"
-    assert run_outcomes(Path(cli_env["DAGSTER_HOME"])) == [(True, 3, 11), (True, 3, 11)]
+    assert run_outcomes(Path(cli_env["DAGSTER_HOME"])) == [
+        (True, 3, len(CHECK_KEYS)),
+        (True, 3, len(CHECK_KEYS)),
+    ]
     assert_exactly_served(Path(cli_env["DESTINATION__DUCKDB__CREDENTIALS"]), slow_api)
 
 
@@ -151,7 +154,9 @@ def test_a_run_that_fails_beside_another_writes_nothing(
 
     assert codes[0] == 0 and codes[1] != 0
     outcomes = run_outcomes(Path(cli_env["DAGSTER_HOME"]))
-    assert sorted(outcomes) == [(False, 0, 0), (True, 3, 11)], "a failed run materialized"
+    assert sorted(outcomes) == [(False, 0, 0), (True, 3, len(CHECK_KEYS))], (
+        "a failed run materialized"
+    )
     assert_exactly_served(Path(cli_env["DESTINATION__DUCKDB__CREDENTIALS"]), slow_api)
 
 

@@ -10,7 +10,7 @@ from dagster import AssetKey
 
 from analytics_assets import defs
 from analytics_assets.sample_api import SampleApiServer
-from analytics_assets_tests.conftest import REPO, query
+from analytics_assets_tests.conftest import CHECK_KEYS, REPO, query
 
 ORGS, PROJECTS, TESTS = (AssetKey(["analytics", t]) for t in ("organizations", "projects", "tests"))
 
@@ -117,7 +117,7 @@ def test_dg_checks_the_definitions_and_lists_three_assets_and_their_checks() -> 
     counts = {kind: len(entries) for kind, entries in defs_json.items()}
     assert counts == {
         "assets": 3,
-        "asset_checks": 11,
+        "asset_checks": len(CHECK_KEYS),
         "jobs": 2,
         "resources": 1,
         "schedules": 1,

@@ -2,6 +2,7 @@
 
 import json
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,7 +10,7 @@ import dagster as dg
 from dlt.destinations.job_client_impl import SqlJobClientBase as Client  # see _columns
 from sqlglot import exp
 
-from analytics_assets.orchestration.assets import WAREHOUSE_POOL, asset_key
+from analytics_assets.orchestration.assets import WAREHOUSE_POOL, analytics_tables, asset_key
 from analytics_assets.sources.analytics import pipeline as sync
 from analytics_assets.sources.analytics import settings
 from analytics_assets.sources.analytics.settings import ORGANIZATIONS, PROJECTS, TESTS
@@ -49,12 +50,7 @@ def _columns(client: Client, table: str) -> dict[str, Any]:
     return {name: column.get("data_type") for name, column in columns.items()}
 
 
-def _last(instance: dg.DagsterInstance, table: str, key: str, limit: int) -> list[Any]:
-    records = instance.fetch_materializations(asset_key(table), limit=limit).records
-    return [r.asset_materialization.metadata.get(key) for r in records if r.asset_materialization]
-
-
-def id_is_unique_and_not_null(client: Client, _: Any, table: str) -> Result:
+def id_is_unique_and_not_null(client: Client, table: str) -> Result:
     """Every row has an id, and no two rows share one: the merge on id relies on it."""
     t = client.sql_client.make_qualified_table_name(table)
     nulls_sql = f"SELECT COUNT(*) AS null_ids\nFROM {t}\nWHERE id IS NULL"
@@ -65,48 +61,22 @@ def id_is_unique_and_not_null(client: Client, _: Any, table: str) -> Result:
     return _result(dups.passed and not nulls, nulls_sql, dups_sql, null_ids=nulls, **dups.metadata)
 
 
-def matches_seed_schema(client: Client, instance: dg.DagsterInstance, table: str) -> Result:
-    """The seed's columns are there with the seed's types; extra columns pass and are listed.
-
-    A missing or retyped column fails; a change since the previous materialization warns once.
-    """
+def matches_seed_schema(client: Client, table: str) -> Result:
+    """Every seed column, with the seed's type: one missing or retyped fails; extras are listed."""
     expected, actual = settings.SEED_TYPES[table], _columns(client, table)
     wrong = {c: f"{actual[c]} (expected {t})" for c, t in expected.items() if actual.get(c, t) != t}
-    missing, changes = sorted(set(expected) - set(actual)), _schema_changes(instance, table)
+    missing = sorted(set(expected) - set(actual))
     extra = sorted(c for c in set(actual) - set(expected) if not c.startswith("_dlt"))
     found = {"missing_columns": missing, "retyped_columns": wrong, "extra_columns": extra}
-    passed = not (wrong or missing or changes)
-    result = _result(passed, COLUMNS_SQL, **found, changes_since_previous_materialization=changes)
-    if passed or wrong or missing:
-        return result
-    summary = f"The columns changed since the previous materialization: {'; '.join(changes)}."
-    return result._replace(severity=WARN, description=summary)
+    return _result(not (wrong or missing), COLUMNS_SQL, **found)
 
 
-def _schema_changes(instance: dg.DagsterInstance, table: str) -> list[str]:
-    """What build_column_schema_change_checks compares: it would add a check per table."""
-    values = _last(instance, table, "dagster/column_schema", 2)
-    schemas = [v.schema for v in values if isinstance(v, dg.TableSchemaMetadataValue)]
-    if len(schemas) < 2:
-        return []
-    new, old = ({c.name: c.type for c in schema.columns} for schema in schemas)
-    return (
-        [f"added {c} ({new[c]})" for c in sorted(new.keys() - old.keys())]
-        + [f"removed {c} ({old[c]})" for c in sorted(old.keys() - new.keys())]
-        + [f"retyped {c} ({old[c]} to {t})" for c, t in sorted(new.items()) if old.get(c, t) != t]
-    )
-
-
-def not_empty(client: Client, instance: dg.DagsterInstance, table: str) -> Result:
-    """The last sync was served rows of the table, and the table has rows. Otherwise it warns."""
+def not_empty(client: Client, table: str) -> Result:
+    """The table has rows; an empty one warns. rows_served_bounds_check warns of an empty sync."""
     sql = f"SELECT COUNT(*) AS row_count\nFROM {client.sql_client.make_qualified_table_name(table)}"
-    rows = (client.sql_client.execute_sql(sql) or [(0,)])[0][0] if _columns(client, table) else 0
-    served = next((v.value for v in _last(instance, table, "rows_served", 1) if v), None)
-    passed = bool(rows) and served != 0
-    result = _result(passed, sql, rows=rows, rows_served_by_the_last_sync=served)
-    kept = f"The last sync was served no {table}; the {rows} rows kept are from earlier syncs."
-    description = kept if rows else f"The {table} table has no rows."
-    return result if result.passed else result._replace(severity=WARN, description=description)
+    ((rows,),) = client.sql_client.execute_sql(sql) or [(0,)]
+    empty = {"severity": WARN, "description": f"The {table} table has no rows."}
+    return _result(bool(rows), sql, rows=rows)._replace(**({} if rows else empty))
 
 
 def _references(client: Client, table: str, column: str, parent: str, null_ok: bool) -> Result:
@@ -207,11 +177,23 @@ def analytics_table_checks(context: Context) -> Iterator[Result]:
 def _run(context: Context, client: Client, check: Callable[..., Result], table: str) -> Result:
     """One check on its own: if it raises, that is its failed result, and the next one runs."""
     try:
-        if check is not not_empty and not _columns(client, table):  # not_empty says "no rows"
+        if not _columns(client, table):  # passes, but not_empty: a table is to have rows
             none = f"No {table} table yet: the API has served none."
-            return Result(passed=True, severity=WARN, description=none)
-        return check(client, context.instance, table)
+            return Result(passed=check is not not_empty, severity=WARN, description=none)
+        return check(client, table)
     except Exception as error:  # the traceback goes into the message: Dagster's log drops exc_info
         context.log.error(f"Check {check.__name__} on {table} raised:\n{traceback.format_exc()}")
         message = "".join(traceback.format_exception_only(error)).strip()
         return Result(passed=False, description=f"The check raised {message}")
+
+
+# Dagster's own, on each materialization's metadata: a column changed since the previous one; a sync
+# served no rows (the table keeps its old ones). Both are beta, no news to a user at each load.
+with warnings.catch_warnings(action="ignore", category=dg.BetaWarning):
+    ASSET_CHECKS = [
+        analytics_table_checks,
+        *dg.build_column_schema_change_checks(assets=[analytics_tables]),
+        *dg.build_metadata_bounds_checks(
+            assets=[analytics_tables], metadata_key="rows_served", min_value=1
+        ),
+    ]
