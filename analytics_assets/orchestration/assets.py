@@ -5,14 +5,12 @@ every table as the last good run left it. The checks run in a step of their own 
 """
 
 from collections.abc import Iterator
-from contextlib import suppress
-from datetime import UTC, datetime, timedelta
-from typing import Any, Self
+from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
-from dlt.common.runtime.collector import LogCollector
 
 from analytics_assets.sources.analytics import analytics, from_config, settings
 from analytics_assets.sources.analytics import pipeline as sync
@@ -28,17 +26,6 @@ FRESHNESS = dg.FreshnessPolicy.time_window(
 # Lineage of the API: projects belong to organizations, tests belong to projects.
 UPSTREAM = {settings.PROJECTS: settings.ORGANIZATIONS, settings.TESTS: settings.PROJECTS}
 Materialized = dg.MaterializeResult | dg.AssetMaterialization
-
-
-class SyncProgress(LogCollector):
-    """dlt's progress log, its headers naming the sync by when it started, not by a load id."""
-
-    def __call__(self, step: str) -> Self:
-        """`Normalize analytics in 1796170436.817694` becomes `..., the sync of <UTC time>`."""
-        name, _, load_id = step.partition(" in ")
-        with suppress(ValueError):
-            step = f"{name}, the sync of {datetime.fromtimestamp(float(load_id), UTC):%F %T} UTC"
-        return super().__call__(step)
 
 
 def asset_key(table: str) -> dg.AssetKey:
@@ -88,7 +75,7 @@ def analytics_tables(
     context: dg.AssetExecutionContext, dlt: DagsterDltResource
 ) -> Iterator[Materialized]:
     """One dlt run over the selected tables; then the rows the API no longer serves go."""
-    progress = SyncProgress(5.0, context.log, dump_system_stats=False)
+    progress = sync.SyncProgress(5.0, context.log, dump_system_stats=False)
     with sync.warehouse_lock(context.log.info, progress) as pipeline, sync.sync_settings():
         try:
             results = list(

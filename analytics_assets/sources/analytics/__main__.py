@@ -2,6 +2,7 @@
 
 from analytics_assets.sources.analytics import analytics, from_config
 from analytics_assets.sources.analytics.pipeline import (
+    SyncProgress,
     loader_file_format,
     remove_ghosts,
     sync_settings,
@@ -9,7 +10,7 @@ from analytics_assets.sources.analytics.pipeline import (
 )
 
 if __name__ == "__main__":
-    with warehouse_lock(print, progress="log") as pipeline, sync_settings():
+    with warehouse_lock(print, SyncProgress()) as pipeline, sync_settings():
         source = from_config(analytics)
         print(pipeline.run(source, loader_file_format=loader_file_format(pipeline)))  # noqa: T201
         for table, report in remove_ghosts(pipeline, list(source.selected_resources)).items():

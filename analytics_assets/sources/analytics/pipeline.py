@@ -8,12 +8,13 @@ import fcntl  # Linux and macOS; the code location is not meant to run on Window
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any, Self
 
 import dlt
 from dlt.common.pipeline import get_dlt_pipelines_dir
-from dlt.common.runtime.collector import NULL_COLLECTOR
+from dlt.common.runtime.collector import NULL_COLLECTOR, LogCollector
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.progress import TCollectorArg
 
@@ -35,6 +36,17 @@ ARROW_LOAD_IDS = {"normalize.parquet_normalizer.add_dlt_load_id": True}
 
 class WarehouseLimitReached(Exception):
     """The warehouse ran out of memory or disk; the message names the setting to raise."""
+
+
+class SyncProgress(LogCollector):
+    """dlt's progress log, its headers naming the sync by when it started, not by a load id."""
+
+    def __call__(self, step: str) -> Self:
+        """`Normalize analytics in 1796170436.817694` becomes `..., the sync of <UTC time>`."""
+        name, _, load_id = step.partition(" in ")
+        with suppress(ValueError):
+            step = f"{name}, the sync of {datetime.fromtimestamp(float(load_id), UTC):%F %T} UTC"
+        return super().__call__(step)
 
 
 def analytics_pipeline(progress: TCollectorArg | None = None, *, read_only: bool = False) -> Any:
