@@ -3,6 +3,7 @@
 import random
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -269,3 +270,26 @@ def test_no_worker_outlives_an_iteration_the_reader_stops() -> None:
     while workers_since(before) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not workers_since(before)
+
+
+def test_the_reader_hears_that_the_lists_ran_out_whenever_it_last_looked() -> None:
+    """A hung sync in `make bench`: the worker that found the lists run out waited, unheard."""
+    got_the_row, done, rows = threading.Event(), threading.Event(), []
+
+    def lists() -> Iterator[str]:
+        yield "c"  # one row: its first page ends it, and the worker asks for the next list
+        while not got_the_row.is_set():  # as a thread switch there would: the reader reads the
+            pages.changed.wait(0.01)  # page, looks for more while the lists are read, and waits
+        pages.changed.wait(0.1)
+
+    def read() -> None:
+        for batch in pages:
+            rows.extend(batch)
+            got_the_row.set()
+        done.set()
+
+    pages = ParallelPages(FakeLists({"c": 1}, with_total=False).fetch, lists(), PAGE, 1)
+    threading.Thread(target=read, daemon=True).start()
+
+    assert done.wait(5), "the reader and the worker were left waiting: the sync would hang"
+    assert rows == [("c", 0)]

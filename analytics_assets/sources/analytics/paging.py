@@ -155,8 +155,8 @@ class ParallelPages:
                 self.stopped = True
                 self.changed.notify_all()
 
-    def _finished(self) -> bool:
-        return self.exhausted and not self.active
+    def _over(self) -> bool:
+        return self.stopped or (self.exhausted and not self.active)
 
     def _next(self) -> tuple[Any, ListPaging, int] | None:
         if len(self.ready) >= 2 * self.concurrency:
@@ -187,11 +187,11 @@ class ParallelPages:
         while True:
             with self.changed:
                 task = None
-                while not self.stopped and not self._finished():
-                    if (task := self._next()) is not None:
-                        break
-                    self.changed.wait()
-                if task is None:
+                while task is None and not self._over():
+                    if (task := self._next()) is None and not self._over():
+                        self.changed.wait()
+                if task is None:  # over, maybe by this worker's asking: the reader must hear it
+                    self.changed.notify_all()
                     return
             spec, paging, number = task
             try:
@@ -228,7 +228,7 @@ class ParallelPages:
         """
         while True:
             with self.changed:
-                self.changed.wait_for(lambda: self.ready or self._finished() or self.stopped)
+                self.changed.wait_for(lambda: self.ready or self._over())
                 items, self.ready = list(self.ready), deque()
                 self.changed.notify_all()  # room in `ready`: the workers may ask again
             if not items:
