@@ -4,6 +4,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 import requests
@@ -71,6 +72,17 @@ def test_page_1_goes_out_alone_then_pages_ahead_of_the_full_ones() -> None:
     assert paging.next_page(AHEAD) is None, "at most `ahead` pages beyond the full ones"
 
 
+def test_a_page_held_up_holds_up_no_other() -> None:
+    paging = ListPaging(PAGE)
+    paging.asked = 1
+    paging.receive(1, PAGE)
+    paging.asked = 1 + AHEAD  # pages 2 to 5 are out; page 2 waits out a 429
+    for page in range(3, 2 + AHEAD):
+        paging.receive(page, PAGE)
+    assert paging.full == 1
+    assert paging.next_page(AHEAD) == (2 + AHEAD, True), "page 5 came back full: 6 is needed"
+
+
 def test_with_a_total_every_promised_page_is_surely_needed() -> None:
     paging = ListPaging(PAGE)
     paging.asked = 1
@@ -125,33 +137,47 @@ def test_a_404_on_a_page_the_total_promises_is_an_error_unless_the_list_shrank()
         real.receive(2, PastTheEnd(error, invalid_page=False))
 
 
-def test_a_429_drops_the_limit_below_the_refused_level_at_once() -> None:
+def refused(pacer: Pacer, still_out: int) -> None:
+    """One request answered 429 while `still_out` others are out."""
+    with ExitStack() as others:
+        for _ in range(still_out):
+            others.enter_context(pacer.slot())
+        with pacer.slot():
+            pass
+        pacer.answered(throttled=True)
+
+
+def test_a_burst_of_429s_leaves_the_limit_at_the_requests_still_out() -> None:
     pacer = Pacer(8)
-    for level in (8, 6, 4, 7, 5):  # one burst above a cap of 3, answered in any order
-        pacer.answered(level, throttled=True)
-    assert pacer.limit == 3
+    sent = [pacer.slot() for _ in range(8)]
+    for request in sent:
+        request.__enter__()
+    for request in sent[3:]:  # five refused, whatever order they took their slots in
+        request.__exit__(None, None, None)
+        pacer.answered(throttled=True)
+    assert (pacer.limit, pacer.in_flight) == (3, 3), "the three the API admitted"
 
 
 def test_the_limit_climbs_back_slowly_and_a_failed_probe_doubles_the_wait() -> None:
     pacer = Pacer(4, probe_after=10)
-    pacer.answered(4, throttled=True)
+    refused(pacer, still_out=3)
     assert pacer.limit == 3
     for _ in range(9):
-        pacer.answered(3, throttled=False)
+        pacer.answered(throttled=False)
     assert pacer.limit == 3
-    pacer.answered(3, throttled=False)
+    pacer.answered(throttled=False)
     assert pacer.limit == 4, "a probe after 10 answers in a row"
-    pacer.answered(4, throttled=True)
+    refused(pacer, still_out=3)
     assert (pacer.limit, pacer.probe_after) == (3, 20)
     for _ in range(19):
-        pacer.answered(3, throttled=False)
+        pacer.answered(throttled=False)
     assert pacer.limit == 3
 
 
-def test_a_slot_counts_the_requests_out_with_it() -> None:
+def test_a_slot_counts_the_requests_out() -> None:
     pacer = Pacer(3)
-    with pacer.slot() as first, pacer.slot() as second:
-        assert (first, second, pacer.in_flight) == (1, 2, 2)
+    with pacer.slot(), pacer.slot():
+        assert pacer.in_flight == 2
     assert pacer.in_flight == 0
 
 

@@ -140,12 +140,12 @@ class ApiClient:
         """One GET: 5xx retried by dlt, 429s waited out; what a user can fix names its setting."""
         waited, attempt = 0.0, 0
         while True:
-            with self.pacer.slot() as level:
+            with self.pacer.slot():
                 try:
                     response = self.http.session.get(url, params=params, auth=self.auth)
                 except requests.RequestException as error:
                     raise ApiUnreachable(self._unreachable(url, error)) from None
-            self.pacer.answered(level, response.status_code == 429)
+            self.pacer.answered(response.status_code == 429)
             if response.status_code != 429:
                 break
             delay = retry_after(response)

@@ -32,7 +32,8 @@ class ListPaging:
     The list ends at its first page that is not full: short, empty, a 404 past page 1, or the
     last page its total promises. An error on a page before that fails the sync; an answer
     past it, whatever it is, is nobody's concern. Without a total, pages are asked for up to
-    `ahead` beyond the run of full ones; with one, exactly the pages it promises.
+    `ahead` beyond the highest full one, so a page held up (by a 429, say) holds up no other;
+    with one, exactly the pages it promises.
     """
 
     page_size: int
@@ -52,9 +53,10 @@ class ListPaging:
         page = self.asked + 1
         if self.end is not None or (self.promised is not None and page > self.promised):
             return None
-        if self.asked == self.full or self.promised is not None:
+        top = max([self.full, *(p for p, rows in self.answers.items() if rows == self.page_size)])
+        if self.asked == top or self.promised is not None:  # a full page: the next one counts
             return page, True
-        if self.full and page <= self.full + ahead:
+        if top and page <= top + ahead:
             return page, False
         return None
 
@@ -81,10 +83,11 @@ class ListPaging:
 class Pacer:
     """How many requests may be in flight: `concurrency` at most, and below what the API refused.
 
-    A 429 for a request sent with n in flight means the API admits fewer than n: the limit drops
-    to n - 1 at once (a burst of 429s leaves it below the smallest refused level). It climbs
-    back one request at a time, after `probe_after` answers in a row without a 429; a probe
-    that draws a 429 doubles that wait, so a sync spends few requests above the API's cap.
+    A 429 means the API admits no more than the requests still out when it comes back: the limit
+    drops to that count at once (a burst of 429s leaves it at the fewest still out). Not to the
+    order a request took its slot in, which is not the order the API saw: measured, that left one
+    in flight. It climbs back one request at a time, after `probe_after` answers in a row without
+    a 429; a probe that draws a 429 doubles that wait, so a sync spends few requests over the cap.
     """
 
     def __init__(self, concurrency: int, probe_after: int = 32) -> None:
@@ -96,27 +99,26 @@ class Pacer:
         self._changed = threading.Condition()
 
     @contextmanager
-    def slot(self) -> Iterator[int]:
-        """Wait for room and hold it while a request is out; yields how many are out with it."""
+    def slot(self) -> Iterator[None]:
+        """Wait for room and hold it while a request is out."""
         with self._changed:
             self._changed.wait_for(lambda: self.in_flight < self.limit)
             self.in_flight += 1
-            level = self.in_flight
         try:
-            yield level
+            yield
         finally:
             with self._changed:
                 self.in_flight -= 1
                 self._changed.notify_all()
 
-    def answered(self, level: int, throttled: bool) -> None:
-        """One answer to a request sent at `level`: a 429 (`throttled`) or anything else."""
+    def answered(self, throttled: bool) -> None:
+        """One answer, after its slot is free: a 429 (`throttled`) or anything else."""
         with self._changed:
             if throttled:
                 if self._probing:
                     self.probe_after *= 2
                 self._probing, self._streak = False, 0
-                self.limit = max(1, min(self.limit, level - 1))
+                self.limit = max(1, min(self.limit, self.in_flight))
                 return
             self._streak += 1
             if self.limit < self.concurrency and self._streak >= self.probe_after:
