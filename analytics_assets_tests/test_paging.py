@@ -143,8 +143,7 @@ def refused(pacer: Pacer, still_out: int) -> None:
         for _ in range(still_out):
             others.enter_context(pacer.slot())
         with pacer.slot():
-            pass
-        pacer.answered(throttled=True)
+            pacer.answered(throttled=True)
 
 
 def test_a_burst_of_429s_leaves_the_limit_at_the_requests_still_out() -> None:
@@ -153,8 +152,8 @@ def test_a_burst_of_429s_leaves_the_limit_at_the_requests_still_out() -> None:
     for request in sent:
         request.__enter__()
     for request in sent[3:]:  # five refused, whatever order they took their slots in
-        request.__exit__(None, None, None)
         pacer.answered(throttled=True)
+        request.__exit__(None, None, None)
     assert (pacer.limit, pacer.in_flight) == (3, 3), "the three the API admitted"
 
 

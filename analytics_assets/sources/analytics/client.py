@@ -145,7 +145,7 @@ class ApiClient:
                     response = self.http.session.get(url, params=params, auth=self.auth)
                 except requests.RequestException as error:
                     raise ApiUnreachable(self._unreachable(url, error)) from None
-            self.pacer.answered(response.status_code == 429)
+                self.pacer.answered(response.status_code == 429)
             if response.status_code != 429:
                 break
             delay = retry_after(response)

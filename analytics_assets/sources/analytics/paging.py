@@ -112,13 +112,16 @@ class Pacer:
                 self._changed.notify_all()
 
     def answered(self, throttled: bool) -> None:
-        """One answer, after its slot is free: a 429 (`throttled`) or anything else."""
+        """One answer, its slot still held: a 429 (`throttled`) or anything else.
+
+        Held, so that no request sent after the 429 came back counts among those still out.
+        """
         with self._changed:
             if throttled:
                 if self._probing:
                     self.probe_after *= 2
                 self._probing, self._streak = False, 0
-                self.limit = max(1, min(self.limit, self.in_flight))
+                self.limit = max(1, min(self.limit, self.in_flight - 1))
                 return
             self._streak += 1
             if self.limit < self.concurrency and self._streak >= self.probe_after:
