@@ -21,7 +21,14 @@ from analytics_assets.orchestration.assets import analytics_tables
 from analytics_assets.orchestration.checks import ASSET_CHECKS
 from analytics_assets.sample_api import Fault, SampleApiServer
 from analytics_assets.sources.analytics.settings import SAMPLE_SIZE
-from analytics_assets_tests.conftest import CHECK_KEYS, REPO, SQL_CHECKS, query, run_sync
+from analytics_assets_tests.conftest import (
+    CHECK_KEYS,
+    CHECKS_PER_ASSET,
+    REPO,
+    SQL_CHECKS,
+    query,
+    run_sync,
+)
 
 
 def run_checks() -> dict[tuple[str, str], object]:
@@ -385,3 +392,8 @@ def test_the_readme_checks_table_lists_every_check_with_its_assets_and_blocking(
         on = [k.asset_key.path[-1] for k in CHECK_KEYS if k.name == key.name]
         assert assets == ("all three" if len(on) == 3 else ", ".join(on)), key.name
         assert (blocking == "**yes**") == graph.get_check_spec(key).blocking, key.name
+
+    assets = (REPO / "README.md").read_text().split("\n## Assets\n", 1)[1].split("\n## ")[0]
+    rows = [line.split("|") for line in assets.splitlines() if line.startswith("| `analytics/")]
+    counts = {row[1].strip(" `"): int(row[4]) for row in rows}
+    assert counts == {f"analytics/{table}": n for table, n in CHECKS_PER_ASSET.items()}
