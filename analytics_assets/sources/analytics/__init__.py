@@ -1,16 +1,13 @@
 """dlt source for the load-testing analytics API: organizations, projects and tests.
 
-Plain dlt, runnable without Dagster (`python -m analytics_assets.sources.analytics`). Settings
-come from dlt's config (environment, `.dlt/config.toml`, `.dlt/secrets.toml`); docs/settings.md
-lists them.
-
-The seed describes a `rest_api_source` config. Its endpoints, selectors, page-number paging,
-bearer auth, retries and merge on `id` are kept; the lists are plain dlt resources because dlt
-fetches the pages of one endpoint one after another (dlt-hub/dlt#2844).
+Plain dlt (`python -m analytics_assets.sources.analytics`), configured by dlt (docs/settings.md).
+The seed's `rest_api_source` endpoints, selectors, paging, auth, retries and merge on `id` are
+kept, as plain resources: dlt pages one endpoint one page at a time (dlt-hub/dlt#2844).
 """
 
 import functools
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from ipaddress import ip_address
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -77,10 +74,9 @@ def _url_problem(base_url: str) -> str | None:
 
 
 def _is_ip_loopback(host: str) -> bool:
-    try:
+    with suppress(ValueError):
         return ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return False
 
 
 def api_client(
@@ -165,11 +161,10 @@ def _served(
     parent: str | None = None,
     within: list[Any] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Each page of `lists`, typed and without repeats; then the lists of rows it did not serve.
+    """Each page of `lists`, typed, without repeats; then again the lists of rows not served.
 
-    A row the warehouse has but this listing did not serve was deleted upstream, or skipped
-    because its list shifted while it was paged. Its list (by `parent`) is asked for once more
-    and what that serves loads too; the rest goes after the load (`pipeline.remove_ghosts`).
+    A stored row this listing did not serve was deleted, or skipped as its list shifted while it
+    was paged: its list (by `parent`) is paged once more; the rest goes after the load.
     """
     conform = conform_to(table, SEED_TYPES[table])
 

@@ -26,22 +26,6 @@ class ApiError(Exception):
     """The API cannot be synced as configured; the message names the setting to change."""
 
 
-class ApiUnreachable(ApiError):
-    """No connection to the base URL (refused, DNS, TLS, timeout), after dlt's retries."""
-
-
-class TokenRejected(ApiError):
-    """The API answered 401 or 403: the token is wrong, expired or lacks access."""
-
-
-class ApiResponseError(ApiError, ValueError):
-    """A 2xx response whose body is not the list the endpoint promises."""
-
-
-class RateLimitExceeded(ApiError):
-    """The API kept answering 429 for longer than the sync may wait."""
-
-
 RETRIED_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -144,7 +128,7 @@ class ApiClient:
                 try:
                     response = self.http.session.get(url, params=params, auth=self.auth)
                 except requests.RequestException as error:
-                    raise ApiUnreachable(self._unreachable(url, error)) from None
+                    raise ApiError(self._unreachable(url, error)) from None
                 self.pacer.answered(response.status_code == 429)
             if response.status_code != 429:
                 break
@@ -152,7 +136,7 @@ class ApiClient:
             delay = self.request_backoff_factor * 2**attempt if delay is None else delay
             delay = min(delay, self.request_max_retry_delay)
             if waited + delay > self.rate_limit_max_wait:
-                raise RateLimitExceeded(
+                raise ApiError(
                     f"GET {response.url} answered 429 (rate limited) for {waited:.1f} s, longer "
                     "than the sync waits: SOURCES__ANALYTICS__RATE_LIMIT_MAX_WAIT="
                     f"{self.rate_limit_max_wait:g} s. Raise it, or lower "
@@ -164,7 +148,7 @@ class ApiClient:
             time.sleep(delay)
             waited, attempt = waited + delay, attempt + 1
         if response.status_code in (401, 403):
-            raise TokenRejected(
+            raise ApiError(
                 f"{response.status_code} Client Error: {response.reason} for url: "
                 f"{response.url}. The API rejected the token: set SOURCES__ANALYTICS__API_TOKEN, "
                 "or api_token under [sources.analytics] in .dlt/secrets.toml."
@@ -236,10 +220,10 @@ def checked_list(response: Response, selector: str) -> tuple[list[dict[str, Any]
         body = response.json()
     except ValueError:
         kind = response.headers.get("Content-Type", "unknown content type")
-        raise ApiResponseError(f"{where} with a body that is not JSON ({kind}).") from None
+        raise ApiError(f"{where} with a body that is not JSON ({kind}).") from None
     if not isinstance(body, dict) or not isinstance(body.get(selector), list):
         found = sorted(body) if isinstance(body, dict) else type(body).__name__
-        raise ApiResponseError(
+        raise ApiError(
             f"{where} without a `{selector}` list (found {found}). If the API serves the list "
             "under another key, the source's dialect must change (SOURCES__ANALYTICS__DIALECT=k6 "
             "reads tests from `k6-tests`)."

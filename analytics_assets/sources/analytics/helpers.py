@@ -1,5 +1,6 @@
 """Record typing, Arrow batches and the warehouse's view of a list, for the analytics source."""
 
+import itertools
 import json
 import time
 from collections import defaultdict
@@ -17,53 +18,37 @@ class ContractViolation(ValueError):
 
 
 _BOOLS = {"true": True, "false": False}
-
-
-def _to_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def _to_bigint(value: Any) -> int:
-    if isinstance(value, bool):
-        raise TypeError
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        return int(value.strip())
-    raise TypeError
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _BOOLS:
-        return _BOOLS[value.strip().lower()]
-    raise TypeError
-
-
-def _to_timestamp(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise TypeError
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, list | dict):
-        return value
-    raise TypeError
-
-
-# (coerce, what the seed's type accepts), by dlt data type
-_TYPES: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "text": (_to_text, "a string"),
-    "bigint": (_to_bigint, "an integer"),
-    "bool": (_to_bool, "a boolean"),
-    "timestamp": (_to_timestamp, "an ISO-8601 timestamp"),
-    "json": (_to_json, "a JSON array or object"),
+# what each dlt data type of the seed accepts, for the error that names a bad value
+_EXPECTED = {
+    "text": "a string",
+    "bigint": "an integer",
+    "bool": "a boolean",
+    "timestamp": "an ISO-8601 timestamp",
+    "json": "a JSON array or object",
 }
+
+
+def _coerce(kind: str, value: Any) -> Any:
+    """`value` in the seed's type `kind`, or TypeError (ValueError) when it cannot take it."""
+    match kind, value:
+        case "text", str():
+            return value
+        case "text", _:
+            return json.dumps(value, ensure_ascii=False)
+        case "json", list() | dict():
+            return value
+        case "bool", bool():
+            return value
+        case "bool", str() if value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        case "bigint", int() | str() if not isinstance(value, bool):
+            return int(value)
+        case "bigint", float() if value.is_integer():
+            return int(value)
+        case "timestamp", str():
+            parsed = datetime.fromisoformat(value)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise TypeError
 
 
 def conform_to(table: str, columns: dict[str, str]) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -82,12 +67,12 @@ def conform_to(table: str, columns: dict[str, str]) -> Callable[[dict[str, Any]]
         for name, value in record.items():
             if value is None:
                 continue
-            coerce, expected = _TYPES[columns.get(name, "text")]
+            kind = columns.get(name, "text")
             try:
-                record[name] = coerce(value)
+                record[name] = _coerce(kind, value)
             except (TypeError, ValueError):
                 raise ContractViolation(
-                    f"{table} id={record['id']!r}: field `{name}` must be {expected} (seed "
+                    f"{table} id={record['id']!r}: field `{name}` must be {_EXPECTED[kind]} (seed "
                     f"schema: {columns[name]}), got {type(value).__name__} {repr(value)[:80]}."
                 ) from None
         return record
@@ -105,28 +90,18 @@ _ARROW = {
 
 
 def arrow_batches(
-    pages: Iterable[list[dict[str, Any]]],
-    columns: dict[str, str],
-    rows: int = 2048,
-    seconds: float = 0.2,
+    pages: Iterable[list[dict[str, Any]]], columns: dict[str, str], rows: int = 2048
 ) -> Iterator[pa.Table]:
-    """Conformed records as Arrow tables of `rows` rows or `seconds` of pages, in seed types.
+    """Conformed records as Arrow tables in seed types, of `rows` rows or 0.2 s of pages.
 
-    Why: dlt writes Arrow items to parquet while it extracts, and normalize only moves the files.
-    While dlt waits for a batch it takes no other list's pages, so a batch waits `seconds` at
-    most. Fields beyond `columns` are text.
+    dlt writes Arrow items to parquet while it extracts, so normalize only moves the files. While
+    dlt waits for a batch it takes no other list's pages, hence the 0.2 s.
     """
     fields = [pa.field(name, _ARROW[kind], nullable=name != "id") for name, kind in columns.items()]
     as_json = [name for name, kind in columns.items() if kind == "json"]
     batch: list[dict[str, Any]] = []
     started = time.monotonic()
-
-    def table() -> pa.Table:
-        extra = sorted({name for record in batch for name in record} - columns.keys())
-        schema = pa.schema(fields + [pa.field(name, pa.string()) for name in extra])
-        return pa.Table.from_pylist(batch, schema=schema)
-
-    for page in pages:
+    for page in itertools.chain(pages, [[]]):  # the empty page at the end yields the rest
         for record in page:
             for name in as_json:
                 if record.get(name) is not None:
@@ -134,11 +109,11 @@ def arrow_batches(
                         record[name], ensure_ascii=False, separators=(",", ":")
                     )
         batch.extend(page)
-        if len(batch) >= rows or time.monotonic() - started > seconds:
-            yield table()
+        if batch and (len(batch) >= rows or time.monotonic() - started > 0.2 or not page):
+            extra = sorted({name for record in batch for name in record} - columns.keys())
+            schema = pa.schema(fields + [pa.field(name, pa.string()) for name in extra])
+            yield pa.Table.from_pylist(batch, schema=schema)
             batch, started = [], time.monotonic()
-    if batch:
-        yield table()
 
 
 def unserved(

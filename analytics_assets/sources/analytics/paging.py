@@ -1,8 +1,7 @@
-"""Paging without a total, in parallel: when a list ends, what to ask next, how many at once.
+"""Pages of many lists in parallel, with or without a total; nothing here speaks HTTP.
 
 dlt fetches the pages of one endpoint one after another (dlt-hub/dlt#2844), which costs
-requests x latency; `ParallelPages` keeps up to `concurrency` requests in flight over every
-list it is given, with or without a total. Nothing here speaks HTTP: `fetch` does.
+requests x latency.
 """
 
 import threading
@@ -14,10 +13,7 @@ from typing import Any
 
 
 class PastTheEnd(Exception):
-    """A 404 for a page after the first: Django REST Framework's answer past a list's end.
-
-    `invalid_page` when the body says so (`{"detail": "Invalid page."}`).
-    """
+    """A 404 for a page after the first; `invalid_page` if its body is DRF's "Invalid page."."""
 
     def __init__(self, error: Exception, invalid_page: bool) -> None:
         super().__init__(str(error))
@@ -27,13 +23,12 @@ class PastTheEnd(Exception):
 
 @dataclass
 class ListPaging:
-    """Where one list stands while its pages are asked for and answered, in any order.
+    """One list's pages, asked for and answered in any order.
 
     The list ends at its first page that is not full: short, empty, a 404 past page 1, or the
-    last page its total promises. An error on a page before that fails the sync; an answer
-    past it, whatever it is, is nobody's concern. Without a total, pages are asked for up to
-    `ahead` beyond the highest full one, so a page held up (by a 429, say) holds up no other;
-    with one, exactly the pages it promises.
+    last page its total promises. An error before that fails the sync; any answer past it is
+    dropped. Without a total, pages go up to `ahead` beyond the highest full one, so a page held
+    up (by a 429, say) holds up no other; with one, exactly the pages it promises.
     """
 
     page_size: int
@@ -83,11 +78,9 @@ class ListPaging:
 class Pacer:
     """How many requests may be in flight: `concurrency` at most, and below what the API refused.
 
-    A 429 means the API admits no more than the requests still out when it comes back: the limit
-    drops to that count at once (a burst of 429s leaves it at the fewest still out). Not to the
-    order a request took its slot in, which is not the order the API saw: measured, that left one
-    in flight. It climbs back one request at a time, after `probe_after` answers in a row without
-    a 429; a probe that draws a 429 doubles that wait, so a sync spends few requests over the cap.
+    A 429 means the API admits no more than the requests still out when it comes back, so the
+    limit drops to that count. It climbs back one at a time, after `probe_after` answers in a row
+    without a 429; a probe that draws a 429 doubles that wait, so few requests go over the cap.
     """
 
     def __init__(self, concurrency: int, probe_after: int = 32) -> None:
@@ -112,10 +105,7 @@ class Pacer:
                 self._changed.notify_all()
 
     def answered(self, throttled: bool) -> None:
-        """One answer, its slot still held: a 429 (`throttled`) or anything else.
-
-        Held, so that no request sent after the 429 came back counts among those still out.
-        """
+        """One answer, while its slot is held: no request sent after a 429 counts as still out."""
         with self._changed:
             if throttled:
                 if self._probing:
@@ -130,12 +120,11 @@ class Pacer:
 
 
 class ParallelPages:
-    """The records of many lists, fetched by `concurrency` worker threads sharing one lock.
+    """The records of many lists, fetched by `concurrency` worker threads under one lock.
 
-    `fetch(spec, number)` answers one page as `(items, total or None)` or raises. Each worker
-    takes the next request (pages a list surely needs first, then the first page of the next
-    list, then pages ahead of a list without a total), fetches it, and records the answer. Pages
-    wait for the reader in `ready`, twice the concurrency at most.
+    `fetch(spec, number)` answers `(items, total or None)` or raises. A worker asks first for a
+    page a list surely needs, then for the next list's first page, then for pages ahead. At most
+    twice the concurrency of pages wait for the reader in `ready`.
     """
 
     def __init__(
@@ -226,11 +215,7 @@ class ParallelPages:
             del self.active[spec]
 
     def _arrived(self) -> Iterator[list[Any]]:
-        """All that has arrived, at once.
-
-        dlt takes one item from each resource in turn, so a list yielding a page at a time would
-        wait for its turn as long as another resource takes to fill a batch.
-        """
+        """All that has arrived, at once: dlt takes one item per resource in turn."""
         while True:
             with self.changed:
                 self.changed.wait_for(lambda: self.ready or self._over())

@@ -1,7 +1,7 @@
-"""The dlt pipeline of the analytics source, shared by Dagster and the command line.
+"""What a sync needs around dlt's run, for Dagster and the command line alike.
 
-What a sync needs around dlt's own run: the warehouse (DuckDB with bounded memory by default),
-one sync at a time per host, and, after the load, the removal of rows the API no longer serves.
+The warehouse (DuckDB with bounded memory by default), one sync at a time per host, and after
+the load the removal of rows the API no longer serves.
 """
 
 import fcntl  # Linux and macOS; the code location is not meant to run on Windows
@@ -50,11 +50,9 @@ class SyncProgress(LogCollector):
 
 
 def analytics_pipeline(progress: TCollectorArg | None = None, *, read_only: bool = False) -> Any:
-    """The pipeline into the `analytics` dataset of the configured destination (`dlt.Pipeline`).
+    """The pipeline into the `analytics` dataset of dlt's `destination_type` (DuckDB by default).
 
-    The destination is DuckDB unless dlt's `destination_type` setting names another; without
-    credentials, DuckDB writes `analytics_assets.duckdb` in the working directory, with the
-    defaults of `DUCKDB_GLOBAL_CONFIG` under the keys the user did not set.
+    DuckDB gets `DUCKDB_GLOBAL_CONFIG` under the keys the user did not set.
     """
     destination = dlt.config.get("destination_type", str) or DEFAULT_DESTINATION
     progress = progress or NULL_COLLECTOR
@@ -85,9 +83,8 @@ def duckdb_credentials(pipeline: Any) -> Any:
 def declared_pipeline() -> Any:
     """The pipeline the definitions describe, in a working dir of its own.
 
-    dlt wipes a pipeline's working dir when it creates the pipeline and finds no state there,
-    which a running sync's dir has for a moment (dagster-dlt drops the local state first), and
-    the definitions load in other processes while a sync runs.
+    dlt wipes a pipeline's dir that it finds without state, as a running sync's dir is for a
+    moment (dagster-dlt drops the local state first), and definitions load while a sync runs.
     """
     return dlt.pipeline(
         PIPELINE_NAME,
@@ -98,11 +95,7 @@ def declared_pipeline() -> Any:
 
 
 def loader_file_format(pipeline: Any) -> Any:
-    """Parquet where the destination loads it: about 3x faster and 6x leaner than SQL inserts.
-
-    PostgreSQL lists parquet but loads it only through an ADBC driver; its format selector drops
-    parquet when none is installed, and asking anyway costs a warning per table.
-    """
+    """Parquet where the destination loads it (PostgreSQL only with an ADBC driver), else dlt's."""
     caps = pipeline.destination.capabilities()
     formats = caps.supported_loader_file_formats
     if caps.loader_file_format_selector is not None:
@@ -118,9 +111,8 @@ def warehouse_lock(
 ) -> Iterator[Any]:
     """The analytics pipeline, held by one sync at a time on this host (readers may share).
 
-    A sync replaces dlt's local pipeline state, and DuckDB admits one writer process at a time
-    (dagster#26848). OS file locks, in dlt's pipelines dir and beside the DuckDB file: a killed
-    process releases them at once, where a Dagster pool slot stays claimed until the run fails.
+    A sync replaces dlt's local state, and DuckDB admits one writer process (dagster#26848). OS
+    file locks, unlike a Dagster pool slot, are released the moment their process is killed.
     """
     os.makedirs(get_dlt_pipelines_dir(), exist_ok=True)
     with _flock(os.path.join(get_dlt_pipelines_dir(), f"{PIPELINE_NAME}.lock"), log, shared):
@@ -165,10 +157,9 @@ def sync_settings() -> Iterator[None]:
 
 
 def user_error(error: BaseException, pipeline: Any) -> Exception | None:
-    """The error under `error` that a user can act on, anew: none of its wrappers' traces follow.
+    """The error under `error` a user can act on, anew, so no wrapper's trace follows its line.
 
-    dlt wraps a source's error twice, and requests chains urllib3's: a CLI prints them all
-    after the one line that names the cause and the setting to change.
+    dlt wraps a source's error twice and requests chains urllib3's; a CLI would print them all.
     """
     cause: BaseException | None = error
     while cause is not None:
@@ -196,11 +187,10 @@ def _limit_reached(error: BaseException, pipeline: Any) -> WarehouseLimitReached
 
 
 def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """After a run: the rows its load did not write go, unless it was served no row at all.
+    """After a run, the rows its load did not write go: neither of two listings served them.
 
-    Merge alone would keep forever a row the API stopped serving. The source listed such rows'
-    lists twice (`_served`), so these are rows neither listing served; a table served empty
-    keeps every row, since an outage looks the same as a deletion of everything.
+    The source lists again the lists of rows it did not serve (`_served`). A table served empty
+    keeps every row: an outage looks the same as a deletion of everything.
     """
     trace = pipeline.last_trace
     loads = trace.last_load_info.loads_ids if trace and trace.last_load_info else []
