@@ -29,7 +29,7 @@ _EXPECTED = {
 
 
 def _coerce(kind: str, value: Any) -> Any:
-    """`value` in the seed's type `kind`, or TypeError (ValueError) when it cannot take it."""
+    """`value` in the seed's type `kind`; TypeError or ValueError when it cannot take it."""
     match kind, value:
         case "text", str():
             return value
@@ -41,8 +41,10 @@ def _coerce(kind: str, value: Any) -> Any:
             return value
         case "bool", str() if value.strip().lower() in _BOOLS:
             return _BOOLS[value.strip().lower()]
-        case "bigint", int() | str() if not isinstance(value, bool):
-            return int(value)
+        case "bigint", int() if not isinstance(value, bool):
+            return value
+        case "bigint", str():
+            return int(value.strip())
         case "bigint", float() if value.is_integer():
             return int(value)
         case "timestamp", str():
@@ -92,7 +94,7 @@ _ARROW = {
 def arrow_batches(
     pages: Iterable[list[dict[str, Any]]], columns: dict[str, str], rows: int = 2048
 ) -> Iterator[pa.Table]:
-    """Conformed records as Arrow tables in seed types, of `rows` rows or 0.2 s of pages.
+    """Conformed records as Arrow tables in seed types (others as text), `rows` rows or 0.2 s.
 
     dlt writes Arrow items to parquet while it extracts, so normalize only moves the files. While
     dlt waits for a batch it takes no other list's pages, hence the 0.2 s.
@@ -101,15 +103,15 @@ def arrow_batches(
     as_json = [name for name, kind in columns.items() if kind == "json"]
     batch: list[dict[str, Any]] = []
     started = time.monotonic()
-    for page in itertools.chain(pages, [[]]):  # the empty page at the end yields the rest
-        for record in page:
+    for page in itertools.chain(pages, [None]):  # None: the end, which yields the rest
+        for record in page or []:
             for name in as_json:
                 if record.get(name) is not None:
                     record[name] = json.dumps(
                         record[name], ensure_ascii=False, separators=(",", ":")
                     )
-        batch.extend(page)
-        if batch and (len(batch) >= rows or time.monotonic() - started > 0.2 or not page):
+        batch.extend(page or [])
+        if batch and (page is None or len(batch) >= rows or time.monotonic() - started > 0.2):
             extra = sorted({name for record in batch for name in record} - columns.keys())
             schema = pa.schema(fields + [pa.field(name, pa.string()) for name in extra])
             yield pa.Table.from_pylist(batch, schema=schema)

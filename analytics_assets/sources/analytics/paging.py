@@ -1,7 +1,7 @@
 """Pages of many lists in parallel, with or without a total; nothing here speaks HTTP.
 
 dlt fetches the pages of one endpoint one after another (dlt-hub/dlt#2844), which costs
-requests x latency.
+requests x latency; here up to `concurrency` requests are in flight over every list given.
 """
 
 import threading
@@ -123,8 +123,9 @@ class ParallelPages:
     """The records of many lists, fetched by `concurrency` worker threads under one lock.
 
     `fetch(spec, number)` answers `(items, total or None)` or raises. A worker asks first for a
-    page a list surely needs, then for the next list's first page, then for pages ahead. Up to
-    eight pages per worker wait in `ready`, so workers go on while dlt reads another resource.
+    page a list surely needs, then for the next list's first page, then for pages ahead. Pages
+    of up to 256 rows per worker wait in `ready`, so workers go on while dlt reads another
+    resource.
     """
 
     def __init__(
@@ -153,7 +154,7 @@ class ParallelPages:
         return self.stopped or (self.exhausted and not self.active)
 
     def _next(self) -> tuple[Any, ListPaging, int] | None:
-        if len(self.ready) >= 8 * self.concurrency:
+        if len(self.ready) >= max(2, 256 // self.size) * self.concurrency:
             return None
         wanted = {spec: paging.next_page(self.concurrency) for spec, paging in self.active.items()}
         sure = [spec for spec, want in wanted.items() if want and want[1]]

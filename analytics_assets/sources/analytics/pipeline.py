@@ -52,7 +52,8 @@ class SyncProgress(LogCollector):
 def analytics_pipeline(progress: TCollectorArg | None = None, *, read_only: bool = False) -> Any:
     """The pipeline into the `analytics` dataset of dlt's `destination_type` (DuckDB by default).
 
-    DuckDB gets `DUCKDB_GLOBAL_CONFIG` under the keys the user did not set.
+    Without credentials DuckDB writes `analytics_assets.duckdb` in the working directory; it gets
+    `DUCKDB_GLOBAL_CONFIG` under the keys the user did not set.
     """
     destination = dlt.config.get("destination_type", str) or DEFAULT_DESTINATION
     progress = progress or NULL_COLLECTOR
