@@ -173,6 +173,18 @@ def test_the_limit_climbs_back_slowly_and_a_failed_probe_doubles_the_wait() -> N
     assert pacer.limit == 3
 
 
+def test_a_probe_that_held_is_not_blamed_for_a_later_429() -> None:
+    pacer = Pacer(4, probe_after=10)
+    refused(pacer, still_out=2)
+    for _ in range(10):
+        pacer.answered(throttled=False)
+    assert pacer.limit == 3, "the probe: one more in flight"
+    for _ in range(3):
+        pacer.answered(throttled=False)  # an answer for each slot of the new limit
+    refused(pacer, still_out=2)
+    assert (pacer.limit, pacer.probe_after) == (2, 10), "a 429 long after the probe"
+
+
 def test_a_slot_counts_the_requests_out() -> None:
     pacer = Pacer(3)
     with pacer.slot(), pacer.slot():

@@ -114,6 +114,8 @@ class Pacer:
                 self.limit = max(1, min(self.limit, self.in_flight - 1))
                 return
             self._streak += 1
+            if self._probing and self._streak >= self.limit:  # every slot answered: it held
+                self._probing = False
             if self.limit < self.concurrency and self._streak >= self.probe_after:
                 self.limit, self._streak, self._probing = self.limit + 1, 0, True
                 self._changed.notify_all()
