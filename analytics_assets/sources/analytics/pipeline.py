@@ -161,26 +161,19 @@ def user_error(error: BaseException, pipeline: Any) -> Exception | None:
     """The error under `error` a user can act on, anew, so no wrapper's trace follows its line.
 
     dlt wraps a source's error twice and requests chains urllib3's; a CLI would print them all.
+    DuckDB running out of memory becomes an error that names the setting to raise.
     """
-    cause: BaseException | None = error
+    cause, memory = error, None
     while cause is not None:
         if isinstance(cause, ApiError | SettingError | ContractViolation):
             return type(cause)(*cause.args)
-        cause = cause.__cause__ or cause.__context__
-    return _limit_reached(error, pipeline)
-
-
-def _limit_reached(error: BaseException, pipeline: Any) -> WarehouseLimitReached | None:
-    """A clear error when DuckDB ran out of memory, else None."""
-    found, cause = None, error
-    while cause is not None:  # the innermost error that says so
-        found = cause if "Out of Memory Error" in str(cause) else found
+        memory = cause if "Out of Memory Error" in str(cause) else memory  # the innermost
         cause = cause.__cause__ or cause.__context__
     duckdb = duckdb_credentials(pipeline)
-    if found is None or duckdb is None:
+    if memory is None or duckdb is None:
         return None
     return WarehouseLimitReached(
-        f"DuckDB ran out of memory: {str(found).splitlines()[0][:200]} A table whose load "
+        f"DuckDB ran out of memory: {str(memory).splitlines()[0][:200]} A table whose load "
         f"failed keeps its rows of the last good sync. Raise memory_limit in "
         f"{DUCKDB_CONFIG_SETTING} (now {duckdb.global_config}), e.g. "
         f'{DUCKDB_CONFIG_SETTING}=\'{{"memory_limit": "1GB"}}\'.'
