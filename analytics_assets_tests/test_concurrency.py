@@ -41,6 +41,9 @@ def cli_env(tmp_path: Path, slow_api: SampleApiServer) -> dict[str, str]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    # created once, as the first `make dev` does: two CLI processes creating a fresh sqlite
+    # instance at once can race on its schedule storage's alembic version (seen once in CI)
+    DagsterInstance.from_config(str(home)).dispose()
     return {
         **os.environ,
         "DAGSTER_HOME": str(home),
