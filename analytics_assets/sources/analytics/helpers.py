@@ -1,6 +1,5 @@
 """Record typing, Arrow batches and the warehouse's view of a list, for the analytics source."""
 
-import itertools
 import json
 import time
 from collections import defaultdict
@@ -103,19 +102,25 @@ def arrow_batches(
     as_json = [name for name, kind in columns.items() if kind == "json"]
     batch: list[dict[str, Any]] = []
     started = time.monotonic()
-    for page in itertools.chain(pages, [None]):  # None: the end, which yields the rest
-        for record in page or []:
+
+    def table() -> pa.Table:
+        extra = sorted({name for record in batch for name in record} - columns.keys())
+        schema = pa.schema(fields + [pa.field(name, pa.string()) for name in extra])
+        return pa.Table.from_pylist(batch, schema=schema)
+
+    for page in pages:
+        for record in page:
             for name in as_json:
                 if record.get(name) is not None:
                     record[name] = json.dumps(
                         record[name], ensure_ascii=False, separators=(",", ":")
                     )
-        batch.extend(page or [])
-        if batch and (page is None or len(batch) >= rows or time.monotonic() - started > 0.2):
-            extra = sorted({name for record in batch for name in record} - columns.keys())
-            schema = pa.schema(fields + [pa.field(name, pa.string()) for name in extra])
-            yield pa.Table.from_pylist(batch, schema=schema)
+        batch.extend(page)
+        if batch and (len(batch) >= rows or time.monotonic() - started > 0.2):
+            yield table()
             batch, started = [], time.monotonic()
+    if batch:
+        yield table()
 
 
 def unserved(

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+# Arrived rows that may wait for the reader, per worker (two pages at least).
+READY_ROWS_PER_WORKER = 256
+
 
 class PastTheEnd(Exception):
     """A 404 for a page after the first; `invalid_page` if its body is DRF's "Invalid page."."""
@@ -126,8 +129,8 @@ class ParallelPages:
 
     `fetch(spec, number)` answers `(items, total or None)` or raises. A worker asks first for a
     page a list surely needs, then for the next list's first page, then for pages ahead. Pages
-    of up to 256 rows per worker wait in `ready`, so workers go on while dlt reads another
-    resource.
+    of up to `READY_ROWS_PER_WORKER` rows per worker wait in `ready`, so workers go on while dlt
+    reads another resource.
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class ParallelPages:
         self.fetch, self.todo, self.size, self.concurrency = fetch, iter(lists), size, concurrency
         self.active: dict[Any, ListPaging] = {}
         self.ready: deque[Any] = deque()
+        self.room = max(2, READY_ROWS_PER_WORKER // size) * concurrency  # pages, at most
         self.exhausted = self.stopped = False
         self.changed = threading.Condition()
 
@@ -156,7 +160,7 @@ class ParallelPages:
         return self.stopped or (self.exhausted and not self.active)
 
     def _next(self) -> tuple[Any, ListPaging, int] | None:
-        if len(self.ready) >= max(2, 256 // self.size) * self.concurrency:
+        if len(self.ready) >= self.room:
             return None
         wanted = {spec: paging.next_page(self.concurrency) for spec, paging in self.active.items()}
         sure = [spec for spec, want in wanted.items() if want and want[1]]

@@ -169,8 +169,7 @@ def user_error(error: BaseException, pipeline: Any) -> Exception | None:
             return type(cause)(*cause.args)
         memory = cause if "Out of Memory Error" in str(cause) else memory  # the innermost
         cause = cause.__cause__ or cause.__context__
-    duckdb = duckdb_credentials(pipeline)
-    if memory is None or duckdb is None:
+    if memory is None or (duckdb := duckdb_credentials(pipeline)) is None:
         return None
     return WarehouseLimitReached(
         f"DuckDB ran out of memory: {str(memory).splitlines()[0][:200]} A table whose load "
