@@ -3,6 +3,7 @@
 import functools
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -13,13 +14,8 @@ from dlt.common import logger
 from dlt.sources.helpers.requests import Client, Response
 from requests.auth import AuthBase
 
+from analytics_assets.sources.analytics import settings as s
 from analytics_assets.sources.analytics.paging import Pacer, ParallelPages, PastTheEnd
-from analytics_assets.sources.analytics.settings import (
-    COUNT_PATH,
-    PAGE_PARAM,
-    PAGE_SIZE_PARAM,
-    SERVER_ERROR_STATUS_CODES,
-)
 
 
 class ApiError(Exception):
@@ -31,40 +27,41 @@ RETRIED_ERRORS = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
-_UNREACHABLE = (
-    ("Name or service not known", "the host name does not resolve"),
-    ("nodename nor servname", "the host name does not resolve"),
-    ("Temporary failure in name resolution", "the host name does not resolve"),
-    ("Failed to resolve", "the host name does not resolve"),
-    ("Connection refused", "the connection was refused"),
-    ("CERTIFICATE_VERIFY_FAILED", "its TLS certificate was not accepted"),
-)
+_UNREACHABLE = {
+    "the host name does not resolve": (
+        "Name or service not known",
+        "nodename nor servname",
+        "name resolution",
+        "Failed to resolve",
+    ),
+    "the connection was refused": ("Connection refused",),
+    "its TLS certificate was not accepted": ("CERTIFICATE_VERIFY_FAILED",),
+    "the connection timed out": ("timed out",),
+}
 
 
 def retry_after(response: Response) -> float | None:
     """The server's `Retry-After` in seconds (a number or an HTTP date), when it sends one."""
     value = response.headers.get("Retry-After", "").strip()
-    try:
+    with suppress(ValueError, TypeError):
         return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
+    with suppress(ValueError, TypeError):
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    return None
 
 
 @dataclass(frozen=True)
 class ListSpec:
-    """One list to page through: its URL and fixed query parameters."""
+    """One list to page through: its path, its selector and fixed query parameters."""
 
-    url: str
+    path: str
+    selector: str
     params: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass
 class ApiClient:
-    """GETs against the analytics API, within the settings `analytics()` checked."""
+    """GETs against the analytics API, within the settings `api_client()` checked."""
 
     base_url: str
     auth: AuthBase
@@ -78,29 +75,23 @@ class ApiClient:
     request_max_retry_delay: float
 
     def __post_init__(self) -> None:
-        # dlt retries 500, 502, 503, 504 and connection errors; a 429 is paced here instead,
-        # outside that budget (dlt would count it like a 5xx)
+        # dlt retries the seed's 5xx and connection errors; a 429 is paced here, outside that budget
         self.http = Client(
             request_timeout=self.request_timeout,
             request_max_attempts=self.request_max_attempts,
             request_backoff_factor=self.request_backoff_factor,
             request_max_retry_delay=self.request_max_retry_delay,
             raise_for_status=False,
-            status_codes=(),  # the condition below decides, and says so
+            status_codes=(),
             exceptions=(),
-            retry_condition=self._retry,
+            retry_condition=self._retry,  # decides as dlt would, and logs each retry
         )
         self.pacer = Pacer(self.concurrency)
         self._attempts: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
 
     def _retry(self, response: Response | None, error: BaseException | None) -> bool:
-        """The retry condition given to dlt: the seed's 5xx and connection errors, each logged.
-
-        dlt retries, waits (exponential backoff) and counts the attempts; this only decides, and
-        says which attempt failed and when the next goes.
-        """
         request = response.request if response is not None else getattr(error, "request", None)
-        if response is not None and response.status_code in SERVER_ERROR_STATUS_CODES:
+        if response is not None and response.status_code in s.SERVER_ERROR_STATUS_CODES:
             cause = f"{response.status_code} {response.reason}"
         elif isinstance(error, RETRIED_ERRORS):
             cause = type(error).__name__
@@ -113,16 +104,15 @@ class ApiClient:
             wait = min(
                 self.request_max_retry_delay, self.request_backoff_factor * 2 ** (attempt - 1)
             )
-            url = getattr(request, "url", self.base_url)
             logger.warning(
-                f"GET {url} failed ({cause}): attempt {attempt} of {self.request_max_attempts}, "
-                f"trying again in {wait:g} s"
+                f"GET {getattr(request, 'url', self.base_url)} failed ({cause}): attempt {attempt} "
+                f"of {self.request_max_attempts}, trying again in {wait:g} s"
             )
         return True
 
-    def get(self, url: str, params: dict[str, Any] | None = None) -> Response:
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Response:
         """One GET: 5xx retried by dlt, 429s waited out; what a user can fix names its setting."""
-        waited, attempt = 0.0, 0
+        url, waited, attempt = f"{self.base_url}{path}", 0.0, 0
         while True:
             with self.pacer.slot():
                 try:
@@ -149,9 +139,9 @@ class ApiClient:
             waited, attempt = waited + delay, attempt + 1
         if response.status_code in (401, 403):
             raise ApiError(
-                f"{response.status_code} Client Error: {response.reason} for url: "
-                f"{response.url}. The API rejected the token: set SOURCES__ANALYTICS__API_TOKEN, "
-                "or api_token under [sources.analytics] in .dlt/secrets.toml."
+                f"{_status_line(response)}. The API rejected the token: set "
+                "SOURCES__ANALYTICS__API_TOKEN, or api_token under [sources.analytics] in "
+                ".dlt/secrets.toml."
             )
         return response
 
@@ -162,49 +152,39 @@ class ApiClient:
                 f"{self.request_timeout:g} s, {self.request_max_attempts} times. Raise "
                 "RUNTIME__REQUEST_TIMEOUT or RUNTIME__REQUEST_MAX_ATTEMPTS."
             )
-        text = str(error)
-        cause = next((why for marker, why in _UNREACHABLE if marker in text), None)
-        cause = cause or (
-            "the connection timed out" if "timed out" in text else type(error).__name__
-        )
+        causes = (why for why, marks in _UNREACHABLE.items() if any(m in str(error) for m in marks))
         return (
-            f"Cannot reach the analytics API at {self.base_url}: {cause}. Check "
-            f"SOURCES__ANALYTICS__BASE_URL (now {self.base_url})."
+            f"Cannot reach the analytics API at {self.base_url}: "
+            f"{next(causes, type(error).__name__)}. Check SOURCES__ANALYTICS__BASE_URL (now "
+            f"{self.base_url})."
         )
 
     def get_list(self, path: str, selector: str) -> list[dict[str, Any]]:
         """An unpaginated list."""
-        response = self.get(f"{self.base_url}{path}")
+        response = self.get(path)
         response.raise_for_status()
         return checked_list(response, selector)[0]
 
-    def list_spec(self, path: str, **params: Any) -> ListSpec:
-        """A paged list of this API at `path`."""
-        return ListSpec(f"{self.base_url}{path}", tuple(params.items()))
-
-    def page(self, spec: ListSpec, number: int, selector: str, missing_ok: bool = False) -> Any:
+    def page(self, spec: ListSpec, number: int, missing_ok: bool = False) -> Any:
         """One page: its items and the list's total, if sent; a 404 past page 1 is `PastTheEnd`.
 
         `missing_ok`: a 404 on page 1 is an empty list (a parent deleted since it was listed).
         """
-        params = {**dict(spec.params), PAGE_PARAM: number, PAGE_SIZE_PARAM: self.page_size}
-        response = self.get(spec.url, params)
+        params = {**dict(spec.params), s.PAGE_PARAM: number, s.PAGE_SIZE_PARAM: self.page_size}
+        response = self.get(spec.path, params)
         if response.status_code == 404 and (number > 1 or missing_ok):
             if number == 1:
                 return [], None
-            try:
+            invalid_page = False
+            with suppress(ValueError, TypeError):
                 invalid_page = response.json() == {"detail": "Invalid page."}
-            except ValueError:
-                invalid_page = False
             raise PastTheEnd(requests.HTTPError(_status_line(response)), invalid_page)
         response.raise_for_status()
-        return checked_list(response, selector)
+        return checked_list(response, spec.selector)
 
-    def pages(
-        self, lists: Iterable[ListSpec], selector: str, missing_ok: bool = False
-    ) -> Iterator[list[dict[str, Any]]]:
+    def pages(self, lists: Iterable[ListSpec], missing_ok: bool = False) -> Iterator[list[Any]]:
         """The records of every list, as they arrive; at most `concurrency` requests in flight."""
-        fetch = functools.partial(self.page, selector=selector, missing_ok=missing_ok)
+        fetch = functools.partial(self.page, missing_ok=missing_ok)
         return iter(ParallelPages(fetch, lists, self.page_size, self.concurrency))
 
 
@@ -229,6 +209,6 @@ def checked_list(response: Response, selector: str) -> tuple[list[dict[str, Any]
             "reads tests from `k6-tests`)."
         )
     total: Any = body
-    for key in COUNT_PATH:
+    for key in s.COUNT_PATH:
         total = total.get(key) if isinstance(total, dict) else None
     return body[selector], total if type(total) is int else None

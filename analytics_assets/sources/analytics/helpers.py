@@ -124,19 +124,20 @@ def arrow_batches(
 
 
 def unserved(
-    table: str, parent: str | None, served: set[Any], within: Sequence[Any] = ()
+    table: str, parent: str, served: set[Any], within: Sequence[Any] | None = None
 ) -> dict[Any, list[Any]]:
     """Rows of `table` in the warehouse that this sync did not serve, by their parent's id.
 
     `within`: only rows of these parents. Nothing when the table does not exist yet.
     """
-    key = parent or "NULL"
+    if within is not None and not within:
+        return {}
     try:
         with dlt.current.pipeline().sql_client() as client:
-            sql = f"SELECT id, {key} FROM {client.make_qualified_table_name(table)}"
-            if within:
-                sql += f" WHERE {key} IN ({', '.join(['%s'] * len(within))})"
-            rows = client.execute_sql(sql, *within) or []
+            sql = f"SELECT id, {parent} FROM {client.make_qualified_table_name(table)}"
+            if within is not None:
+                sql += f" WHERE {parent} IN ({', '.join(['%s'] * len(within))})"
+            rows = client.execute_sql(sql, *(within or ())) or []
     except DatabaseUndefinedRelation:
         return {}
     by_parent: dict[Any, list[Any]] = defaultdict(list)

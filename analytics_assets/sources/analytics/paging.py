@@ -1,7 +1,7 @@
 """Pages of many lists in parallel, with or without a total; nothing here speaks HTTP.
 
-dlt fetches the pages of one endpoint one after another (dlt-hub/dlt#2844), which costs
-requests x latency; here up to `concurrency` requests are in flight over every list given.
+dlt pages an endpoint one page at a time (dlt-hub/dlt#2844): requests x latency. Here up to
+`concurrency` requests are in flight over every list given.
 """
 
 import threading
@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-# Arrived rows that may wait for the reader, per worker (two pages at least).
-READY_ROWS_PER_WORKER = 256
+READY_ROWS_PER_WORKER = 256  # arrived rows that may wait for the reader (two pages at least)
 
 
 class PastTheEnd(Exception):
@@ -28,10 +27,10 @@ class PastTheEnd(Exception):
 class ListPaging:
     """One list's pages, asked for and answered in any order.
 
-    The list ends at its first page that is not full: short, empty, a 404 past page 1, or the
-    last page its total promises. An error before that fails the sync; any answer past it is
-    dropped. Without a total, pages go up to `ahead` beyond the highest full one, so a page held
-    up (by a 429, say) holds up no other; with one, exactly the pages it promises.
+    The list ends at its first page that is not full (short, empty, a 404 past page 1, or the
+    last its total promises); an error before that fails the sync, an answer past it is dropped.
+    Without a total, pages go up to `ahead` past the highest full one, so a page held up holds
+    up no other.
     """
 
     page_size: int
@@ -59,7 +58,7 @@ class ListPaging:
         return None
 
     def receive(self, page: int, answer: int | BaseException, total: int | None = None) -> None:
-        """Take one page's row count (or error); raises the error of a page the list needs."""
+        """Raises the error of a page the list needs."""
         if page == 1:
             self.total = total
         self.answers[page] = answer
@@ -81,9 +80,9 @@ class ListPaging:
 class Pacer:
     """How many requests may be in flight: `concurrency` at most, and below what the API refused.
 
-    A 429 means the API admits no more than the requests still out when it comes back, so the
-    limit drops to that count. It climbs back one at a time, after `probe_after` answers in a row
-    without a 429; a probe that draws a 429 doubles that wait, so few requests go over the cap.
+    A 429 means the API admits no more than the requests still out, so the limit drops to that.
+    It climbs back by one after `probe_after` answers in a row without a 429; a probe that draws
+    a 429 doubles that wait, so few requests go over the cap.
     """
 
     def __init__(self, concurrency: int, probe_after: int = 32) -> None:
@@ -108,7 +107,7 @@ class Pacer:
                 self._changed.notify_all()
 
     def answered(self, throttled: bool) -> None:
-        """One answer, while its slot is held: no request sent after a 429 counts as still out."""
+        """Called while the slot is held: a request sent after a 429 never counts as still out."""
         with self._changed:
             if throttled:
                 if self._probing:
@@ -129,8 +128,7 @@ class ParallelPages:
 
     `fetch(spec, number)` answers `(items, total or None)` or raises. A worker asks first for a
     page a list surely needs, then for the next list's first page, then for pages ahead. Pages
-    of up to `READY_ROWS_PER_WORKER` rows per worker wait in `ready`, so workers go on while dlt
-    reads another resource.
+    wait in `ready`, so workers go on while dlt reads another resource.
     """
 
     def __init__(
@@ -144,9 +142,8 @@ class ParallelPages:
         self.changed = threading.Condition()
 
     def __iter__(self) -> Iterator[list[Any]]:
-        """Every record once, a batch per wake-up; the error of a page a list needs, raised."""
-        # daemon threads: a request past a list's end may stall, and nothing waits for it
-        # (a ThreadPoolExecutor's threads are joined at interpreter exit)
+        # daemon threads: a request past a list's end may stall, and nothing waits for it (a
+        # ThreadPoolExecutor's threads are joined at interpreter exit)
         for n in range(self.concurrency):
             threading.Thread(target=self._work, name=f"analytics-{n}", daemon=True).start()
         try:
@@ -184,7 +181,6 @@ class ParallelPages:
         return chosen[0], paging, paging.asked
 
     def _work(self) -> None:
-        """Ask, fetch, record, until every list has ended or the reader stops."""
         while True:
             with self.changed:
                 task = None

@@ -1,8 +1,4 @@
-"""What a sync needs around dlt's run, for Dagster and the command line alike.
-
-The warehouse (DuckDB with bounded memory by default), one sync at a time per host, and after
-the load the removal of rows the API no longer serves.
-"""
+"""Around dlt's run, for Dagster and the command line: warehouse, lock, errors, deletions."""
 
 import fcntl  # Linux and macOS; the code location is not meant to run on Windows
 import logging
@@ -19,16 +15,9 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.progress import TCollectorArg
 
 from analytics_assets.sources.analytics import SettingError
+from analytics_assets.sources.analytics import settings as s
 from analytics_assets.sources.analytics.client import ApiError
 from analytics_assets.sources.analytics.helpers import ContractViolation
-from analytics_assets.sources.analytics.settings import (
-    DATASET_NAME,
-    DEFAULT_DESTINATION,
-    DUCKDB_CONFIG_SETTING,
-    DUCKDB_GLOBAL_CONFIG,
-    PIPELINE_NAME,
-    SAMPLE_SIZE,
-)
 
 # dlt adds `_dlt_load_id` to the rows of Arrow items (the tests) only when this is set
 ARROW_LOAD_IDS = {"normalize.parquet_normalizer.add_dlt_load_id": True}
@@ -39,7 +28,7 @@ class WarehouseLimitReached(Exception):
 
 
 class SyncProgress(LogCollector):
-    """dlt's progress log, its headers naming the sync by when it started, not by a load id."""
+    """dlt's progress log, headed `Normalize analytics, the sync of <UTC time>`, not a load id."""
 
     def __call__(self, step: str) -> Self:
         """`Normalize analytics in 1796170436.817694` becomes `..., the sync of <UTC time>`."""
@@ -50,27 +39,21 @@ class SyncProgress(LogCollector):
 
 
 def analytics_pipeline(progress: TCollectorArg | None = None, *, read_only: bool = False) -> Any:
-    """The pipeline into the `analytics` dataset of dlt's `destination_type` (DuckDB by default).
-
-    Without credentials DuckDB writes `analytics_assets.duckdb` in the working directory; it gets
-    `DUCKDB_GLOBAL_CONFIG` under the keys the user did not set.
-    """
-    destination = dlt.config.get("destination_type", str) or DEFAULT_DESTINATION
+    """The pipeline into dlt's `destination_type`; DuckDB gets our defaults for keys left unset."""
+    destination = dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION
     progress = progress or NULL_COLLECTOR
     pipeline = dlt.pipeline(
-        PIPELINE_NAME, destination=destination, dataset_name=DATASET_NAME, progress=progress
+        s.PIPELINE_NAME, destination=destination, dataset_name=s.DATASET_NAME, progress=progress
     )
     credentials = duckdb_credentials(pipeline)  # as dlt resolved them
     if credentials is None:
         return pipeline
-    credentials.global_config = {**DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
+    credentials.global_config = {**s.DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
     # DuckDB opens a file that does not exist yet only to create it, read-write
     credentials.read_only = read_only and os.path.exists(credentials.database or "")
+    duckdb = dlt.destinations.duckdb(credentials=credentials)
     return dlt.pipeline(
-        PIPELINE_NAME,
-        destination=dlt.destinations.duckdb(credentials=credentials),
-        dataset_name=DATASET_NAME,
-        progress=progress,
+        s.PIPELINE_NAME, destination=duckdb, dataset_name=s.DATASET_NAME, progress=progress
     )
 
 
@@ -82,16 +65,15 @@ def duckdb_credentials(pipeline: Any) -> Any:
 
 
 def declared_pipeline() -> Any:
-    """The pipeline the definitions describe, in a working dir of its own.
+    """The pipeline the definitions describe, in a dir of its own.
 
-    dlt wipes a pipeline's dir that it finds without state, as a running sync's dir is for a
-    moment (dagster-dlt drops the local state first), and definitions load while a sync runs.
+    dlt wipes a pipeline's dir it finds without state, as a running sync's is for a moment.
     """
     return dlt.pipeline(
-        PIPELINE_NAME,
+        s.PIPELINE_NAME,
         pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"),
-        destination=dlt.config.get("destination_type", str) or DEFAULT_DESTINATION,
-        dataset_name=DATASET_NAME,
+        destination=dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION,
+        dataset_name=s.DATASET_NAME,
     )
 
 
@@ -110,13 +92,13 @@ def loader_file_format(pipeline: Any) -> Any:
 def warehouse_lock(
     log: Callable[[str], None], progress: TCollectorArg | None = None, *, shared: bool = False
 ) -> Iterator[Any]:
-    """The analytics pipeline, held by one sync at a time on this host (readers may share).
+    """The pipeline, held by one sync at a time on this host (readers may share).
 
     A sync replaces dlt's local state, and DuckDB admits one writer process (dagster#26848). OS
-    file locks, unlike a Dagster pool slot, are released the moment their process is killed.
+    file locks, unlike a Dagster pool slot, go the moment their process is killed.
     """
     os.makedirs(get_dlt_pipelines_dir(), exist_ok=True)
-    with _flock(os.path.join(get_dlt_pipelines_dir(), f"{PIPELINE_NAME}.lock"), log, shared):
+    with _flock(os.path.join(get_dlt_pipelines_dir(), f"{s.PIPELINE_NAME}.lock"), log, shared):
         pipeline = analytics_pipeline(progress, read_only=shared)
         duckdb = duckdb_credentials(pipeline)
         if duckdb is None:
@@ -139,7 +121,7 @@ def _flock(path: str, log: Callable[[str], None], shared: bool) -> Iterator[None
 
 
 class _NoArrowHintNotice(logging.Filter):
-    """dlt warns, on every Arrow item, that the `json` hint beat the Arrow type: that is meant."""
+    """dlt warns, on every Arrow item, that the `json` hint beat the Arrow type: as meant."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "when merging arrow schema with dlt schema" not in record.getMessage()
@@ -147,7 +129,7 @@ class _NoArrowHintNotice(logging.Filter):
 
 @contextmanager
 def sync_settings() -> Iterator[None]:
-    """Settings of dlt for the length of one sync: load ids on Arrow rows, no notice of them."""
+    """Dlt's settings for one sync: load ids on Arrow rows, no notice of them."""
     notice, dlt_logger = _NoArrowHintNotice(), logging.getLogger("dlt")
     dlt_logger.addFilter(notice)
     try:
@@ -158,10 +140,9 @@ def sync_settings() -> Iterator[None]:
 
 
 def user_error(error: BaseException, pipeline: Any) -> Exception | None:
-    """The error under `error` a user can act on, anew, so no wrapper's trace follows its line.
+    """The error under `error` a user can act on, anew: no wrapper's trace follows its line.
 
     dlt wraps a source's error twice and requests chains urllib3's; a CLI would print them all.
-    DuckDB running out of memory becomes an error that names the setting to raise.
     """
     cause, memory = error, None
     while cause is not None:
@@ -174,16 +155,15 @@ def user_error(error: BaseException, pipeline: Any) -> Exception | None:
     return WarehouseLimitReached(
         f"DuckDB ran out of memory: {str(memory).splitlines()[0][:200]} A table whose load "
         f"failed keeps its rows of the last good sync. Raise memory_limit in "
-        f"{DUCKDB_CONFIG_SETTING} (now {duckdb.global_config}), e.g. "
-        f'{DUCKDB_CONFIG_SETTING}=\'{{"memory_limit": "1GB"}}\'.'
+        f"{s.DUCKDB_CONFIG_SETTING} (now {duckdb.global_config}), e.g. "
+        f'{s.DUCKDB_CONFIG_SETTING}=\'{{"memory_limit": "1GB"}}\'.'
     )
 
 
 def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """After a run, the rows its load did not write go: neither of two listings served them.
+    """The rows the run's load did not write go: neither of the source's two listings served them.
 
-    The source lists again the lists of rows it did not serve (`_served`). A table served empty
-    keeps every row: an outage looks the same as a deletion of everything.
+    A table served empty keeps every row: an outage would look the same.
     """
     trace = pipeline.last_trace
     loads = trace.last_load_info.loads_ids if trace and trace.last_load_info else []
@@ -202,7 +182,7 @@ def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, A
             stale = f"FROM {name} WHERE _dlt_load_id <> %s"
             if served:
                 with client.execute_query(f"SELECT id {stale} ORDER BY id", load_id) as cursor:
-                    report["sample_ghost_ids"] = [row[0] for row in cursor.fetchmany(SAMPLE_SIZE)]
+                    report["sample_ghost_ids"] = [row[0] for row in cursor.fetchmany(s.SAMPLE_SIZE)]
                 report["ghosts_removed"] = client.execute_sql(f"SELECT COUNT(*) {stale}", load_id)[
                     0
                 ][0]

@@ -1,8 +1,4 @@
-"""The analytics API contract from the seed spec, and the defaults of the sync.
-
-Constants only: every path, page size, retry number and column type the project relies on lives
-here, so that the source, the Dagster layer, the checks and the docs agree.
-"""
+"""The seed's API contract and the sync's defaults: one place for source, Dagster, checks, docs."""
 
 from __future__ import annotations
 
@@ -13,15 +9,12 @@ if TYPE_CHECKING:  # constants only: this module imports nothing at run time
 
 SOURCE_NAME: Final = "analytics"
 PIPELINE_NAME: Final = "analytics_assets"
-# The dataset (a schema in DuckDB/PostgreSQL). The default DuckDB file is named after the
-# pipeline, never after the dataset: `analytics.duckdb` with dataset `analytics` is ambiguous.
+# The default DuckDB file is named after the pipeline: `analytics.analytics` would be ambiguous.
 DATASET_NAME: Final = "analytics"
 DEFAULT_DESTINATION: Final = "duckdb"
-# DuckDB's defaults for the warehouse file, from measurements on kilobyte scripts. Uncapped, a
-# load's memory grows with the account; capped, DuckDB spills to `<file>.tmp` instead. A load is
-# one thread's work either way. zstd, where DuckDB would pick its dictionary and FSST methods
-# for long strings such as scripts: 4x faster to write, half the file. Each key can be
-# overridden: DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG='{"memory_limit": "1GB"}'.
+# DuckDB's defaults, measured on kilobyte scripts (docs/performance.md): capped, a load spills to
+# `<file>.tmp` rather than grow with the account; zstd writes long strings 4x faster than DuckDB's
+# own pick, in half the file. Each key can be overridden in DUCKDB_CONFIG_SETTING.
 DUCKDB_GLOBAL_CONFIG: Final = {
     "memory_limit": "64MB",
     "threads": 1,
@@ -37,16 +30,14 @@ PAGE_PARAM: Final = "page"
 PAGE_SIZE_PARAM: Final = "page_size"
 PAGE_SIZE: Final = 32
 MAX_PAGE_SIZE: Final = 1000
-# Where a list response may carry its total length. Optional: the seed's contract has none.
+# Where a list may carry its length: optional, the seed's contract has none.
 COUNT_PATH: Final = ("meta", "count")
-# Requests in flight at once, across all lists: kind to the API's rate limit, and ~4x faster.
-# Fewer once the API answers 429 (see `paging.Pacer`).
+# Requests in flight across all lists: ~4x faster, kind to the API; fewer after a 429 (`Pacer`).
 CONCURRENCY: Final = 4
 MAX_CONCURRENCY: Final = 64
 
-# Seed: "retry on 429, 500, 502, 503, 504; max retries 3; backoff factor 2". dlt counts attempts.
-# The 5xx go through dlt's retries; a 429 is waited out apart from that budget (`client.py`),
-# up to RATE_LIMIT_MAX_WAIT seconds per request.
+# Seed: "retry on 429, 500, 502, 503, 504; max retries 3; backoff factor 2". dlt retries the 5xx;
+# a 429 is waited out apart from that budget, up to RATE_LIMIT_MAX_WAIT s per request.
 SERVER_ERROR_STATUS_CODES: Final = (500, 502, 503, 504)
 RATE_LIMIT_MAX_WAIT: Final = 600.0
 # dlt's `runtime.request_*` settings, with the seed's policy as their defaults.
@@ -75,10 +66,9 @@ PROJECTS: Final = "projects"
 TESTS: Final = "tests"
 RESOURCE_NAMES: Final = (ORGANIZATIONS, PROJECTS, TESTS)
 
-# API dialects, chosen by one setting (`sources.analytics.dialect`). "seed" is the spec's
-# vendor-neutral contract. "k6" is the public load-testing cloud's legacy API behind it: tests
-# under `k6-tests`, listed per project (`?project_id=`; without it only the default project's),
-# and the documented `Authorization: Token <token>` header.
+# `sources.analytics.dialect`: "seed" is the spec's contract; "k6" the public load-testing
+# cloud's legacy API behind it, with tests under `k6-tests` listed per project (`?project_id=`)
+# and an `Authorization: Token <token>` header.
 DIALECTS: Final = {
     "seed": {"tests_key": "tests", "tests_per_project": False, "auth_scheme": "Bearer"},
     "k6": {"tests_key": "k6-tests", "tests_per_project": True, "auth_scheme": "Token"},
@@ -106,9 +96,8 @@ DESCRIPTIONS: Final = {
     ),
 }
 
-# The seed's Schema section as dlt types (string -> text, integer -> bigint, boolean -> bool,
-# `created`/`updated` -> timestamp with time zone, array -> json on the row), each with the few
-# words the catalog shows for it.
+# The seed's Schema as dlt types (`created`/`updated` as timestamps, arrays as json on the row),
+# with the words the catalog shows for each column.
 SEED_COLUMNS: Final[dict[str, dict[str, tuple[str, str]]]] = {
     ORGANIZATIONS: {
         "billing_address": ("text", "Postal address on the organization's invoices."),
