@@ -174,6 +174,8 @@ def analytics(
         yield from typed(client().pages(map(list_of, parents)))
         missing = unserved(table, parent, ids, parents if scoped else None)
         yield from typed(client().pages(map(list_of, missing), missing_ok=True))
+        if not scoped:
+            ids.clear()
 
     @dlt.resource(name=s.ORGANIZATIONS, columns=s.SCHEMA[s.ORGANIZATIONS], **HINTS)
     def organizations() -> Iterator[list[dict[str, Any]]]:

@@ -132,16 +132,17 @@ def unserved(
     """
     if within is not None and not within:
         return {}
+    by_parent: dict[Any, list[Any]] = defaultdict(list)
     try:
         with dlt.current.pipeline().sql_client() as client:
             sql = f"SELECT id, {parent} FROM {client.make_qualified_table_name(table)}"
             if within is not None:
                 sql += f" WHERE {parent} IN ({', '.join(['%s'] * len(within))})"
-            rows = client.execute_sql(sql, *(within or ())) or []
+            with client.execute_query(sql, *(within or ())) as cursor:
+                while rows := cursor.fetchmany(10_000):  # a 10x account is 120,000 rows
+                    for row_id, parent_id in rows:
+                        if row_id not in served:
+                            by_parent[parent_id].append(row_id)
     except DatabaseUndefinedRelation:
         return {}
-    by_parent: dict[Any, list[Any]] = defaultdict(list)
-    for row_id, parent_id in rows:
-        if row_id not in served:
-            by_parent[parent_id].append(row_id)
     return by_parent
