@@ -37,10 +37,10 @@ demo: install $(DAGSTER_HOME)/dagster.yaml  ## materialize everything from the b
 dev: install $(DAGSTER_HOME)/dagster.yaml  ## the Dagster UI on the bundled sample API
 	$(BIN)/python scripts/sample_stack.py dev
 
-# Two workers: most tests wait on a subprocess or the sample API, so two halve the suite's time
-# on two cores. `pytest FILE` alone runs in one process.
+# Two workers: most tests wait on a subprocess or the sample API. By file, so a module's costly
+# fixture (dagster dev, the cluster, PostgreSQL) starts once. `pytest FILE` runs in one process.
 test: install  ## the whole suite
-	$(BIN)/pytest -n 2 --dist worksteal
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: install  ## plain dlt vs a hand-written floor vs this project: BENCHMARKS.md + benchmarks.png
 	$(BIN)/pip install --quiet -c $(LOCK) -e ".[bench]"

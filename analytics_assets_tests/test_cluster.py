@@ -55,7 +55,7 @@ DAEMON_CLOCKS = {"poll_interval_seconds": 1, "free_slots_after_run_end_seconds":
 # The killed run's own limit (the `dagster/max_runtime` tag): the local run launcher cannot
 # see that a worker died, as K8sRunLauncher sees a pod die, so the monitor fails the dead run
 # when its runtime is up. Long enough for the run to reach its load before it is killed.
-VICTIM_MAX_RUNTIME_S = 15
+VICTIM_MAX_RUNTIME_S = 25  # with room for another test beside it (make test runs two)
 RUN_TIMEOUT_S = 150
 
 

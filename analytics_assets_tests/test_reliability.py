@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from analytics_assets.sample_api import Fault, ListChange, SampleApiServer
+from analytics_assets.sources.analytics.helpers import unserved
 from analytics_assets_tests.conftest import query, run_sync
 from analytics_assets_tests.test_http import CONCURRENCY, failure_message, pages_needed
 
@@ -372,6 +373,13 @@ def test_tests_fetched_for_a_run_that_stopped_are_never_loaded_later(
     assert query(warehouse, "SELECT name FROM analytics.tests ORDER BY id LIMIT 1") == [
         ("changed again",)
     ]
+
+
+def test_an_empty_page_of_projects_lists_no_tests_again() -> None:
+    """The k6 tests get an empty page from dlt when each project on it was served already."""
+    # before, an empty scope read the whole table: every project with a test not yet served
+    # was listed again, though its tests were still to come
+    assert unserved("tests", "project_id", set(), within=[]) == {}
 
 
 @pytest.fixture
