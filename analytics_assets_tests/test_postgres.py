@@ -257,16 +257,27 @@ def test_warehouse_steps_take_a_slot_of_the_analytics_warehouse_pool(synced: Syn
 def test_a_step_waits_while_another_run_holds_the_warehouse_slot(synced: Synced) -> None:
     storage = synced.instance.event_log_storage
     assert storage.claim_concurrency_slot(POOL, "other-run", "other-step").is_claimed
-    release = threading.Timer(SLOT_HELD_S, storage.free_concurrency_slots_for_run, ["other-run"])
-    release.start()
+    blocked_at: list[float] = []
 
-    started = time.monotonic()
+    def release_once_blocked() -> None:
+        # the other run lets go SLOT_HELD_S after the step queued for the slot, however slowly
+        # the run started (a timer from the launch raced a run slowed by a test beside it)
+        deadline = time.monotonic() + 60
+        while not storage.get_concurrency_info(POOL).pending_steps and time.monotonic() < deadline:
+            time.sleep(0.05)
+        blocked_at.append(time.monotonic())
+        time.sleep(SLOT_HELD_S)
+        storage.free_concurrency_slots_for_run("other-run")
+
+    release = threading.Thread(target=release_once_blocked)
+    release.start()
     # the SQL checks' step alone: the builders' pool-less steps could outlast the hold
     result = run_job("analytics_checks", synced.instance, ["analytics_table_checks"])
+    finished = time.monotonic()
 
     release.join()
     assert result.success
-    assert time.monotonic() - started >= SLOT_HELD_S
+    assert finished - blocked_at[0] >= SLOT_HELD_S
     messages = [e.message for e in synced.instance.all_logs(result.run_id)]
     assert f"Step blocked by limit for pool {POOL}" in messages
 

@@ -78,7 +78,9 @@ def api_client(
             ".dlt/secrets.toml."
         )
     if dialect not in s.DIALECTS:
-        problems.append(f"SOURCES__ANALYTICS__DIALECT is {dialect!r}; choose seed or k6.")
+        problems.append(
+            f"SOURCES__ANALYTICS__DIALECT is {dialect!r}; choose {' or '.join(s.DIALECTS)}."
+        )
     values: dict[str, Any] = dict(
         page_size=page_size, concurrency=concurrency, rate_limit_max_wait=rate_limit_max_wait
     )

@@ -129,7 +129,7 @@ class _NoArrowHintNotice(logging.Filter):
 
 @contextmanager
 def sync_settings() -> Iterator[None]:
-    """Dlt's settings for one sync: load ids on Arrow rows, no notice of them."""
+    """Settings of dlt for one sync: load ids on Arrow rows, no notice of them."""
     notice, dlt_logger = _NoArrowHintNotice(), logging.getLogger("dlt")
     dlt_logger.addFilter(notice)
     try:
@@ -170,11 +170,15 @@ def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, A
     load_id = loads[-1] if loads else ""
     reports: dict[str, dict[str, Any]] = {}
     with pipeline.sql_client() as client:
+
+        def scalar(sql: str, *args: Any) -> Any:
+            return client.execute_sql(sql, *args)[0][0]
+
         for table in tables:
             name = client.make_qualified_table_name(table)
             count = f"SELECT COUNT(*) FROM {name}"
             try:
-                served = client.execute_sql(f"{count} WHERE _dlt_load_id = %s", load_id)[0][0]
+                served = scalar(f"{count} WHERE _dlt_load_id = %s", load_id)
             except DatabaseUndefinedRelation:  # dlt creates no table for a list never served
                 reports[table] = {"rows_served": 0, "ghosts_removed": 0, "dagster/row_count": 0}
                 continue
@@ -183,9 +187,7 @@ def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, A
             if served:
                 with client.execute_query(f"SELECT id {stale} ORDER BY id", load_id) as cursor:
                     report["sample_ghost_ids"] = [row[0] for row in cursor.fetchmany(s.SAMPLE_SIZE)]
-                report["ghosts_removed"] = client.execute_sql(f"SELECT COUNT(*) {stale}", load_id)[
-                    0
-                ][0]
+                report["ghosts_removed"] = scalar(f"SELECT COUNT(*) {stale}", load_id)
             if report["ghosts_removed"]:
                 with client.begin_transaction():
                     client.execute_sql(f"DELETE {stale}", load_id)
@@ -193,6 +195,6 @@ def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, A
                 report["ghosts_note"] = (
                     "kept every row: the API served none, which an outage would look like too"
                 )
-            report["dagster/row_count"] = client.execute_sql(count)[0][0]
+            report["dagster/row_count"] = scalar(count)
             reports[table] = report
     return reports
