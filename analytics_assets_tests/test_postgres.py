@@ -259,11 +259,18 @@ def test_a_step_waits_while_another_run_holds_the_warehouse_slot(synced: Synced)
     assert storage.claim_concurrency_slot(POOL, "other-run", "other-step").is_claimed
     blocked_at: list[float] = []
 
+    earlier = {step.run_id for step in storage.get_concurrency_info(POOL).pending_steps}
+
+    def told_blocked() -> bool:
+        runs = {step.run_id for step in storage.get_concurrency_info(POOL).pending_steps} - earlier
+        logs = [e for run in runs for e in synced.instance.all_logs(run)]
+        return any(e.message == f"Step blocked by limit for pool {POOL}" for e in logs)
+
     def release_once_blocked() -> None:
-        # the other run lets go SLOT_HELD_S after the step queued for the slot, however slowly
-        # the run started (a timer from the launch raced a run slowed by a test beside it)
+        # the other run lets go SLOT_HELD_S after the step queued for the slot and said so,
+        # however slowly the run started (a timer from the launch raced a slowed run)
         deadline = time.monotonic() + 60
-        while not storage.get_concurrency_info(POOL).pending_steps and time.monotonic() < deadline:
+        while not told_blocked() and time.monotonic() < deadline:
             time.sleep(0.05)
         blocked_at.append(time.monotonic())
         time.sleep(SLOT_HELD_S)
