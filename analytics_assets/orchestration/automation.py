@@ -14,7 +14,6 @@ import requests
 from analytics_assets.orchestration.assets import GROUP_NAME, analytics_tables
 from analytics_assets.sources import analytics
 from analytics_assets.sources.analytics import settings
-from analytics_assets.sources.analytics.client import ListSpec
 
 WEBHOOK_SETTING = "alerts.webhook_url"
 WEBHOOK_TIMEOUT_S = 10
@@ -30,7 +29,7 @@ def upstream_fingerprint() -> str:
     """A cheap digest of what the API serves now: the organizations and the first page of tests."""
     client = analytics.from_config(analytics.configured_client, **POLL_SETTINGS)
     organizations = client.get_list(settings.ORGANIZATIONS_PATH, settings.ORGANIZATIONS)
-    first_tests = client.page(ListSpec(settings.TESTS_PATH, client.tests_key), 1)
+    first_tests = client.page(analytics.ListSpec(settings.TESTS_PATH, client.tests_key), 1)
     served = json.dumps([organizations, first_tests], sort_keys=True)
     return hashlib.sha256(served.encode()).hexdigest()
 

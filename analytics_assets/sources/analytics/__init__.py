@@ -23,7 +23,7 @@ from analytics_assets.sources.analytics import settings as s
 from analytics_assets.sources.analytics.client import ApiClient, ApiError, ListSpec
 from analytics_assets.sources.analytics.helpers import arrow_batches, conform_to, unserved
 
-__all__ = ["ApiError", "SettingError", "analytics", "configured_client", "from_config"]
+__all__ = ["ApiError", "ListSpec", "SettingError", "analytics", "configured_client", "from_config"]
 
 
 class SettingError(ValueError):
@@ -163,8 +163,8 @@ def analytics(
         """Each page of the parents' lists, typed, without repeats; then those of rows not served.
 
         A stored row not served was deleted, or skipped as its list shifted while paged: listing
-        its list again tells which. What neither listing served goes after the load. `scoped`:
-        only stored rows of these parents count.
+        its list again tells which. What neither listing served goes after the load. `parent`:
+        the column naming a row's list (NULL: one list); `scoped`: only these parents' rows count.
         """
         conform, ids = conform_to(table, s.SEED_TYPES[table]), seen[table]
 
