@@ -258,7 +258,7 @@ def test_a_step_waits_while_another_run_holds_the_warehouse_slot(synced: Synced)
     storage = synced.instance.event_log_storage
     assert storage.claim_concurrency_slot(POOL, "other-run", "other-step").is_claimed
     blocked_at: list[float] = []
-
+    run_over = threading.Event()
     earlier = {step.run_id for step in storage.get_concurrency_info(POOL).pending_steps}
 
     def told_blocked() -> bool:
@@ -269,18 +269,21 @@ def test_a_step_waits_while_another_run_holds_the_warehouse_slot(synced: Synced)
     def release_once_blocked() -> None:
         # the other run lets go SLOT_HELD_S after the step queued for the slot and said so,
         # however slowly the run started (a timer from the launch raced a slowed run)
-        deadline = time.monotonic() + 60
-        while not told_blocked() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        blocked_at.append(time.monotonic())
-        time.sleep(SLOT_HELD_S)
-        storage.free_concurrency_slots_for_run("other-run")
+        try:
+            deadline = time.monotonic() + 60
+            while not told_blocked() and time.monotonic() < deadline and not run_over.wait(0.05):
+                pass
+            blocked_at.append(time.monotonic())
+            run_over.wait(SLOT_HELD_S)
+        finally:  # never leave the slot held: the run, and the next test, would wait for it
+            storage.free_concurrency_slots_for_run("other-run")
 
     release = threading.Thread(target=release_once_blocked)
     release.start()
     # the SQL checks' step alone: the builders' pool-less steps could outlast the hold
     result = run_job("analytics_checks", synced.instance, ["analytics_table_checks"])
     finished = time.monotonic()
+    run_over.set()
 
     release.join()
     assert result.success
