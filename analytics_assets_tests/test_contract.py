@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from analytics_assets.sample_api import SampleApiServer
-from analytics_assets.sources.analytics.helpers import arrow_batches, conform_to
+from analytics_assets.sources.analytics import batches
+from analytics_assets.sources.analytics.helpers import conform_to, to_arrow
 from analytics_assets.sources.analytics.settings import SEED_TYPES
 from analytics_assets_tests.conftest import query, run_sync
 from analytics_assets_tests.test_http import failure_message
@@ -113,7 +114,7 @@ def test_unlisted_test_fields_are_kept_as_text(env: SampleApiServer, warehouse: 
     ]
 
 
-def test_arrow_batches_hold_the_seed_types() -> None:
+def test_arrow_tables_hold_the_seed_types_and_join_into_batches() -> None:
     columns = SEED_TYPES["tests"]
     conform = conform_to("tests", columns)
     pages = [
@@ -122,15 +123,15 @@ def test_arrow_batches_hold_the_seed_types() -> None:
         [conform({"id": 4, "user_id": 7})],
     ]
 
-    batches = list(arrow_batches(pages, columns, rows=3))
+    tables = list(batches((to_arrow(page, columns) for page in pages), rows=3))
 
-    assert [b.num_rows for b in batches] == [3, 1]
-    first = batches[0]
+    assert [t.num_rows for t in tables] == [3, 1]
+    first = tables[0]
     assert first.schema.field("id").type == "int64" and not first.schema.field("id").nullable
     assert str(first.schema.field("created").type) == "timestamp[us, tz=UTC]"
     assert first.column("test_run_ids").to_pylist() == ["[1,2]", None, "[]"]
     assert first.column("flavour").to_pylist() == [None, "x", None]
-    assert "flavour" not in batches[1].column_names, "unlisted fields are per batch"
+    assert "flavour" not in tables[1].column_names, "unlisted fields are per batch"
 
 
 def test_every_tests_row_carries_the_load_id_of_its_sync(

@@ -224,6 +224,11 @@ class FakeLists:
 SIZES = {"a": 0, "b": 1, "c": 32, "d": 95, "e": 320}
 
 
+def rows_of(pages: ParallelPages) -> list[tuple[str, int]]:
+    """Every row, from the pages that arrived together."""
+    return [row for arrived in pages for page in arrived for row in page]
+
+
 def workers_since(before: set[threading.Thread]) -> list[threading.Thread]:
     """The worker threads this test started: a real sync elsewhere in the suite may have its own."""
     return [t for t in set(threading.enumerate()) - before if t.name.startswith("analytics-")]
@@ -236,7 +241,7 @@ def test_parallel_pages_yield_every_row_once_within_the_concurrency(
 ) -> None:
     lists = FakeLists(SIZES, with_total)
 
-    rows = [row for batch in ParallelPages(lists.fetch, SIZES, PAGE, concurrency) for row in batch]
+    rows = rows_of(ParallelPages(lists.fetch, SIZES, PAGE, concurrency))
 
     assert sorted(rows) == sorted((n, i) for n, size in SIZES.items() for i in range(size))
     assert len(set(lists.asked)) == len(lists.asked), "a page was asked for twice"
@@ -266,7 +271,7 @@ def test_a_failed_page_past_the_end_is_nobodys_concern() -> None:
             if number == 3:
                 page_3_asked.set()
 
-    rows = [row for batch in ParallelPages(fetch, ["c"], PAGE, 4) for row in batch]
+    rows = rows_of(ParallelPages(fetch, ["c"], PAGE, 4))
 
     assert len(rows) == 40 and ("c", 3) in lists.asked
 
@@ -285,7 +290,7 @@ def test_a_stalled_page_past_the_end_holds_nothing_up() -> None:
 
     try:
         started = time.monotonic()
-        rows = [row for batch in ParallelPages(fetch, ["c"], PAGE, 4) for row in batch]
+        rows = rows_of(ParallelPages(fetch, ["c"], PAGE, 4))
 
         assert len(rows) == 32 and time.monotonic() - started < 5
         stalled = workers_since(before)
@@ -309,24 +314,21 @@ def test_no_worker_outlives_an_iteration_the_reader_stops() -> None:
     assert not workers_since(before)
 
 
-def test_the_reader_hears_that_the_lists_ran_out_whenever_it_last_looked() -> None:
-    """A hung sync in `make bench`: the worker that found the lists run out waited, unheard."""
-    got_the_row, done, rows = threading.Event(), threading.Event(), []
+def test_a_failing_list_of_lists_fails_the_iteration() -> None:
+    """The lists come from a generator (each organization's projects): its error is the sync's."""
 
     def lists() -> Iterator[str]:
-        yield "c"  # one row: its first page ends it, and the worker asks for the next list
-        while not got_the_row.is_set():  # as a thread switch there would: the reader reads the
-            pages.changed.wait(0.01)  # page, looks for more while the lists are read, and waits
-        pages.changed.wait(0.1)
+        yield "d"
+        raise RuntimeError("the organizations could not be read")
 
-    def read() -> None:
-        for batch in pages:
-            rows.extend(batch)
-            got_the_row.set()
-        done.set()
+    with pytest.raises(RuntimeError, match="could not be read"):
+        rows_of(ParallelPages(FakeLists(SIZES, with_total=False).fetch, lists(), PAGE, 2))
 
-    pages = ParallelPages(FakeLists({"c": 1}, with_total=False).fetch, lists(), PAGE, 1)
-    threading.Thread(target=read, daemon=True).start()
 
-    assert done.wait(5), "the reader and the worker were left waiting: the sync would hang"
-    assert rows == [("c", 0)]
+def test_a_page_a_list_needs_goes_before_the_next_list() -> None:
+    """At concurrency 1, each list is paged to its end before the next one starts."""
+    lists = FakeLists({"d": 95, "e": 70}, with_total=False)
+
+    rows_of(ParallelPages(lists.fetch, ["d", "e"], PAGE, 1))
+
+    assert lists.asked == [("d", 1), ("d", 2), ("d", 3), ("e", 1), ("e", 2), ("e", 3)]

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from analytics_assets import defs
 from analytics_assets.sample_api import SampleApiServer, build_account
-from analytics_assets.sources.analytics.settings import COLUMN_DESCRIPTIONS, DESCRIPTIONS, TESTS
+from analytics_assets.sources.analytics.settings import COLUMN_DESCRIPTIONS, TESTS
 from analytics_assets_tests.conftest import CHECK_KEYS, CHECKS_PER_ASSET, SQL_CHECKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -385,12 +386,13 @@ def test_check_sql_dialog_shows_every_statement_line_by_line_in_full(
 def test_catalog_shows_each_description_as_plain_words(
     dagster_dev: DagsterDev, synced: str, browser
 ) -> None:
+    descriptions = {spec.key.path[-1]: spec.description for spec in defs.resolve_all_asset_specs()}
     page = open_page(browser, f"{dagster_dev.url}/assets")
-    page.get_by_text(DESCRIPTIONS[TESTS], exact=True).wait_for(timeout=60_000)
+    page.get_by_text(descriptions[TESTS], exact=True).wait_for(timeout=60_000)
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "catalog-descriptions.png")
 
-    for table, description in DESCRIPTIONS.items():
+    for table, description in descriptions.items():
         shown = page.get_by_text(description, exact=True)
         assert shown.count() == 1, table
         assert "`" not in shown.inner_text(), table

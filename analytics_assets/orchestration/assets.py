@@ -4,13 +4,18 @@ dlt extracts every selected list before it loads any, so a fault in one list fai
 every table as the last good run left it. The checks run in a step of their own (`checks.py`).
 """
 
+import os
 from collections.abc import Iterator
-from datetime import timedelta
-from typing import Any
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
 
 import dagster as dg
+import dlt
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
+from dlt.common.pipeline import get_dlt_pipelines_dir
+from dlt.common.runtime.collector import LogCollector
 
 from analytics_assets.sources.analytics import analytics, from_config, settings
 from analytics_assets.sources.analytics import pipeline as sync
@@ -42,10 +47,10 @@ class AnalyticsTranslator(DagsterDltTranslator):
         table = data.resource.name
         words = settings.COLUMN_DESCRIPTIONS[table]
         columns = [dg.TableColumn(c, t, words[c]) for c, t in settings.SEED_TYPES[table].items()]
-        return spec.replace_attributes(
+        return spec.replace_attributes(  # the description: the resource's docstring, dagster-dlt's
             key=asset_key(table),
             deps=[asset_key(UPSTREAM[table])] if table in UPSTREAM else [],
-            description=settings.DESCRIPTIONS[table],
+            description=" ".join((spec.description or "").split()),  # one line in the catalog
             group_name=GROUP_NAME,
             freshness_policy=FRESHNESS,
             metadata={
@@ -64,9 +69,29 @@ DECLARED_SOURCE = analytics(
 )  # fmt: skip
 
 
+# dlt wipes a pipeline's dir it finds without state, as a running sync's is for a moment
+DECLARED_PIPELINE = dlt.pipeline(
+    settings.PIPELINE_NAME,
+    pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"),
+    destination=dlt.config.get("destination_type", str) or settings.DEFAULT_DESTINATION,
+    dataset_name=settings.DATASET_NAME,
+)
+
+
+class SyncProgress(LogCollector):
+    """dlt's progress log, headed `Normalize analytics, the sync of <UTC time>`, not a load id."""
+
+    def __call__(self, step: str) -> Self:
+        """`Normalize analytics in 1796170436.817694` becomes `..., the sync of <UTC time>`."""
+        name, _, load_id = step.partition(" in ")
+        with suppress(ValueError):
+            step = f"{name}, the sync of {datetime.fromtimestamp(float(load_id), UTC):%F %T} UTC"
+        return super().__call__(step)
+
+
 @dlt_assets(
     dlt_source=DECLARED_SOURCE,
-    dlt_pipeline=sync.declared_pipeline(),
+    dlt_pipeline=DECLARED_PIPELINE,
     name="analytics_dlt",
     dagster_dlt_translator=AnalyticsTranslator(),
     pool=WAREHOUSE_POOL,
@@ -75,7 +100,7 @@ def analytics_tables(
     context: dg.AssetExecutionContext, dlt: DagsterDltResource
 ) -> Iterator[Materialized]:
     """One dlt run over the selected tables; then the rows the API no longer serves go."""
-    progress = sync.SyncProgress(5.0, context.log, dump_system_stats=False)
+    progress = SyncProgress(5.0, context.log, dump_system_stats=False)
     with sync.warehouse_lock(context.log.info, progress) as pipeline, sync.sync_settings():
         try:
             results = list(
@@ -83,7 +108,6 @@ def analytics_tables(
                     context=context,
                     dlt_source=from_config(analytics),  # a fresh source: dagster#34052, below
                     dlt_pipeline=pipeline,
-                    loader_file_format=sync.loader_file_format(pipeline),
                 )
             )
         except Exception as error:

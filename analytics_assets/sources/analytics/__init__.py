@@ -1,8 +1,9 @@
 """dlt source for the load-testing analytics API: organizations, projects and tests.
 
 The seed's endpoints, selectors, auth, retries and merge on `id`, as plain resources rather than
-`rest_api_source`: dlt pages an endpoint one page at a time (dlt-hub/dlt#2844). docs/settings.md
-lists the settings; `python -m analytics_assets.sources.analytics` runs it with plain dlt.
+`rest_api_source`: dlt fetches the pages of an endpoint one after another (dlt-hub/dlt#2844).
+docs/settings.md lists the settings; `python -m analytics_assets.sources.analytics` runs it with
+plain dlt.
 """
 
 import functools
@@ -10,50 +11,64 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from ipaddress import ip_address
+from itertools import compress
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import dlt
+import pyarrow as pa
 from dlt.common.configuration import with_config
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException
 from dlt.sources import DltResource
 from dlt.sources.helpers.rest_client.auth import APIKeyAuth, BearerTokenAuth
 
 from analytics_assets.sources.analytics import settings as s
-from analytics_assets.sources.analytics.client import ApiClient, ApiError, ListSpec
-from analytics_assets.sources.analytics.helpers import arrow_batches, conform_to, unserved
+from analytics_assets.sources.analytics.helpers import (
+    ApiClient,
+    ApiError,
+    ListSpec,
+    SettingError,
+    conform_to,
+    to_arrow,
+)
+from analytics_assets.sources.analytics.pipeline import unserved
 
 __all__ = ["ApiError", "ListSpec", "SettingError", "analytics", "configured_client", "from_config"]
-
-
-class SettingError(ValueError):
-    """Settings that cannot work; raised before any request, naming each variable to change."""
+T = TypeVar("T")
 
 
 def _variable(name: str) -> str:
     return f"{'RUNTIME' if name.startswith('request_') else 'SOURCES__ANALYTICS'}__{name.upper()}"
 
 
-def _url_problem(base_url: str) -> str | None:
+def _problems(base_url: str, api_token: str, dialect: str) -> Iterator[str]:
     url = urlsplit(base_url.strip())
+    loopback = url.hostname == "localhost"
+    with suppress(ValueError):
+        loopback = loopback or ip_address(url.hostname or "").is_loopback
     if base_url.strip().rstrip("/") == s.DEFAULT_BASE_URL:
-        return (
+        yield (
             f"SOURCES__ANALYTICS__BASE_URL is not configured: it is still the placeholder "
             f"{s.DEFAULT_BASE_URL}. Set it to your analytics API's URL (environment, or "
             "`base_url` under [sources.analytics] in .dlt/config.toml)."
         )
-    if url.scheme not in {"http", "https"} or not url.hostname:
-        return f"SOURCES__ANALYTICS__BASE_URL must be an https:// URL, got {base_url!r}."
-    loopback = False
-    with suppress(ValueError):
-        loopback = url.hostname == "localhost" or ip_address(url.hostname).is_loopback
-    if url.scheme == "http" and not loopback:
-        return (
+    elif url.scheme not in {"http", "https"} or not url.hostname:
+        yield f"SOURCES__ANALYTICS__BASE_URL must be an https:// URL, got {base_url!r}."
+    elif url.scheme == "http" and not loopback:
+        yield (
             f"SOURCES__ANALYTICS__BASE_URL uses plain http ({base_url!r}): the API token would "
             "travel in clear text. Use https://; plain http is allowed only for loopback hosts "
             "such as the bundled sample API."
         )
-    return None
+    if api_token.strip() in ("", s.PLACEHOLDER_TOKEN):
+        yield (
+            "SOURCES__ANALYTICS__API_TOKEN is not configured: it is empty or still the "
+            "placeholder of .dlt/example.secrets.toml. Set SOURCES__ANALYTICS__API_TOKEN (or "
+            "API_TOKEN) in the environment, or `api_token` under [sources.analytics] in "
+            ".dlt/secrets.toml."
+        )
+    if dialect not in s.DIALECTS:
+        yield f"SOURCES__ANALYTICS__DIALECT is {dialect!r}; choose {' or '.join(s.DIALECTS)}."
 
 
 def api_client(
@@ -69,18 +84,7 @@ def api_client(
 
     `runtime` overrides dlt's `runtime.request_*` settings (the seed's retry policy by default).
     """
-    problems = [_url_problem(base_url)]
-    if api_token.strip() in ("", s.PLACEHOLDER_TOKEN):
-        problems.append(
-            "SOURCES__ANALYTICS__API_TOKEN is not configured: it is empty or still the "
-            "placeholder of .dlt/example.secrets.toml. Set SOURCES__ANALYTICS__API_TOKEN (or "
-            "API_TOKEN) in the environment, or `api_token` under [sources.analytics] in "
-            ".dlt/secrets.toml."
-        )
-    if dialect not in s.DIALECTS:
-        problems.append(
-            f"SOURCES__ANALYTICS__DIALECT is {dialect!r}; choose {' or '.join(s.DIALECTS)}."
-        )
+    problems = list(_problems(base_url, api_token, dialect))
     values: dict[str, Any] = dict(
         page_size=page_size, concurrency=concurrency, rate_limit_max_wait=rate_limit_max_wait
     )
@@ -95,20 +99,19 @@ def api_client(
         if value < low or (high is not None and value > high):
             allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
             problems.append(f"{_variable(name)} is {value!r}; it must be {allowed}.")
-    if errors := [p for p in problems if p]:
-        raise SettingError("The analytics source cannot run:\n- " + "\n- ".join(errors))
-    scheme = s.DIALECTS[dialect]["auth_scheme"]
+    if problems:
+        raise SettingError("The analytics source cannot run:\n- " + "\n- ".join(problems))
+    scheme, tests_key = s.DIALECTS[dialect]["auth_scheme"], s.DIALECTS[dialect]["tests_key"]
     auth = (
         BearerTokenAuth(api_token)
         if scheme == "Bearer"
-        else APIKeyAuth(name="Authorization", api_key=f"{scheme} {api_token}")
+        else APIKeyAuth("Authorization", f"{scheme} {api_token}")
     )
-    return ApiClient(base_url.rstrip("/"), auth, s.DIALECTS[dialect]["tests_key"], **values)
+    return ApiClient(base_url.rstrip("/"), auth, tests_key, **values)
 
 
 # The same settings from dlt's config, for a client outside a sync (the change sensor's poll).
 configured_client = with_config(api_client, sections=("sources", s.SOURCE_NAME))
-T = TypeVar("T")
 
 
 def from_config(factory: Callable[..., T], **overrides: Any) -> T:
@@ -124,6 +127,7 @@ def from_config(factory: Callable[..., T], **overrides: Any) -> T:
 # id once, so dlt need not deduplicate what it loads.
 MERGE: Any = {"disposition": "merge", "strategy": "delete-insert", "deduplicated": True}
 HINTS: dict[str, Any] = {"primary_key": "id", "max_table_nesting": 0, "write_disposition": MERGE}
+ARROW_ROWS = 2048  # rows of the tests per Arrow table handed to dlt
 
 
 @dlt.source(name=s.SOURCE_NAME, max_table_nesting=0, schema_contract={"data_type": "freeze"})
@@ -159,29 +163,41 @@ def analytics(
         parents: list[Any],
         parent: str = "NULL",
         scoped: bool = False,
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[Any]:
         """Each page of the parents' lists, typed, without repeats; then those of rows not served.
 
         A stored row not served was deleted, or skipped as its list shifted while paged: listing
         its list again tells which. What neither listing served goes after the load. `parent`:
         the column naming a row's list (NULL: one list); `scoped`: only these parents' rows count.
         """
-        conform, ids = conform_to(table, s.SEED_TYPES[table]), seen[table]
+        conform, types, ids = (
+            conform_to(table, s.SEED_TYPES[table]),
+            s.SEED_TYPES[table],
+            seen[table],
+        )
+        arrow = table == s.TESTS  # kilobyte scripts: dlt writes Arrow tables to parquet at once
 
-        def typed(pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
-            for page in pages:
-                records = [conform(record) for record in page]
-                yield [r for r in records if r["id"] not in ids and not ids.add(r["id"])]
+        def typed(items: list[dict[str, Any]]) -> Any:  # in the thread that fetched the page
+            records = [conform(item) for item in items]
+            return to_arrow(records, types) if arrow else records
 
-        yield from typed(client().pages(map(list_of, parents)))
-        missing = unserved(table, parent, ids, parents if scoped else None)
-        yield from typed(client().pages(map(list_of, missing), missing_ok=True))
+        def listing(parents: Iterable[Any], missing_ok: bool = False) -> Iterator[Any]:
+            for pages in client().pages(map(list_of, parents), typed, missing_ok):
+                for page in pages:
+                    fresh = [i not in ids and not ids.add(i) for i in column(page, "id")]
+                    yield page.filter(pa.array(fresh)) if arrow else [*compress(page, fresh)]
+
+        yield from listing(parents)
+        yield from listing(unserved(table, parent, ids, parents if scoped else None), True)
         if not scoped:
             ids.clear()
 
     @dlt.resource(name=s.ORGANIZATIONS, columns=s.SCHEMA[s.ORGANIZATIONS], **HINTS)
     def organizations() -> Iterator[list[dict[str, Any]]]:
-        """`GET /v3/organizations`: one answer, the whole list."""
+        """Organizations of the analytics account, merged on id.
+
+        Listed by GET /v3/organizations (data selector organizations), in one answer.
+        """
         conform = conform_to(s.ORGANIZATIONS, s.SEED_TYPES[s.ORGANIZATIONS])
         yield [conform(r) for r in client().get_list(s.ORGANIZATIONS_PATH, s.ORGANIZATIONS)]
 
@@ -192,7 +208,10 @@ def analytics(
         data_from=organizations, name=s.PROJECTS, columns=s.SCHEMA[s.PROJECTS], **HINTS
     )
     def projects(orgs: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-        """`GET /v3/organizations/{organization_id}/projects`, paged, for every organization."""
+        """Projects of every organization, merged on id.
+
+        Listed by GET /v3/organizations/{organization_id}/projects (data selector projects), paged.
+        """
         yield from served(s.PROJECTS, projects_of, [o["id"] for o in orgs], "organization_id")
 
     def tests_of(project_id: Any) -> ListSpec:
@@ -202,16 +221,40 @@ def analytics(
     if s.DIALECTS.get(dialect, {}).get("tests_per_project"):
 
         @dlt.transformer(data_from=projects, name=s.TESTS, columns=s.SCHEMA[s.TESTS], **HINTS)
-        def tests_per_project(page: list[dict[str, Any]]) -> Iterator[Any]:
-            """`GET /loadtests/v2/tests?project_id=`, paged, for each project (the k6 dialect)."""
-            pages = served(s.TESTS, tests_of, [p["id"] for p in page], "project_id", scoped=True)
-            yield from arrow_batches(pages, s.SEED_TYPES[s.TESTS])
+        def tests_per_project(page: list[dict[str, Any]]) -> Iterator[pa.Table]:
+            """Load tests, merged on id; each test's test_run_ids stay a JSON array on its row.
+
+            Listed by GET /loadtests/v2/tests?project_id= for each project (data selector
+            k6-tests), paged.
+            """
+            ids = [p["id"] for p in page]
+            yield from batches(served(s.TESTS, tests_of, ids, "project_id", scoped=True))
 
         return [organizations, projects, tests_per_project]
 
     @dlt.resource(name=s.TESTS, columns=s.SCHEMA[s.TESTS], **HINTS)
-    def tests() -> Iterator[Any]:
-        """`GET /loadtests/v2/tests`, paged: one list of every test, as Arrow tables."""
-        yield from arrow_batches(served(s.TESTS, tests_of, [None]), s.SEED_TYPES[s.TESTS])
+    def tests() -> Iterator[pa.Table]:
+        """Load tests, merged on id; each test's test_run_ids stay a JSON array on its row.
+
+        Listed by GET /loadtests/v2/tests (data selector tests), paged.
+        """
+        yield from batches(served(s.TESTS, tests_of, [None]))
 
     return [organizations, projects, tests]
+
+
+def column(page: Any, name: str) -> list[Any]:
+    """One column of a page, Arrow table or records."""
+    return page[name].to_pylist() if isinstance(page, pa.Table) else [r[name] for r in page]
+
+
+def batches(tables: Iterable[pa.Table], rows: int = ARROW_ROWS) -> Iterator[pa.Table]:
+    """Pages' tables joined into tables of `rows` rows or more: dlt takes each as one item."""
+    batch: list[pa.Table] = []
+    for table in tables:
+        batch.append(table)
+        if sum(map(len, batch)) >= rows:
+            yield pa.concat_tables(batch, promote_options="default").combine_chunks()
+            batch = []
+    if sum(map(len, batch)):
+        yield pa.concat_tables(batch, promote_options="default")

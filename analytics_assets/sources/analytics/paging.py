@@ -1,17 +1,16 @@
-"""Pages of many lists in parallel, with or without a total; nothing here speaks HTTP.
+"""Pages of many lists in parallel, with or without a total, and 429 pacing; no HTTP here.
 
-dlt pages an endpoint one page at a time (dlt-hub/dlt#2844): requests x latency. Here up to
-`concurrency` requests are in flight over every list given.
+dlt fetches the pages of an endpoint one after another (dlt-hub/dlt#2844): requests x latency.
+Here up to `concurrency` requests are in flight over every list given.
 """
 
 import threading
-from collections import deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any
-
-READY_ROWS_PER_WORKER = 256  # arrived rows that may wait for the reader (two pages at least)
 
 
 class PastTheEnd(Exception):
@@ -19,8 +18,7 @@ class PastTheEnd(Exception):
 
     def __init__(self, error: Exception, invalid_page: bool) -> None:
         super().__init__(str(error))
-        self.error = error
-        self.invalid_page = invalid_page
+        self.error, self.invalid_page = error, invalid_page
 
 
 @dataclass
@@ -53,9 +51,7 @@ class ListPaging:
         top = max([self.full, *(p for p, rows in self.answers.items() if rows == self.page_size)])
         if self.asked == top or self.promised is not None:  # a full page: the next one counts
             return page, True
-        if top and page <= top + ahead:
-            return page, False
-        return None
+        return (page, False) if top and page <= top + ahead else None
 
     def receive(self, page: int, answer: int | BaseException, total: int | None = None) -> None:
         """Raises the error of a page the list needs."""
@@ -87,10 +83,8 @@ class Pacer:
 
     def __init__(self, concurrency: int, probe_after: int = 32) -> None:
         self.concurrency = self.limit = concurrency
-        self.probe_after = probe_after
-        self.in_flight = 0
-        self._streak = 0
-        self._probing = False
+        self.probe_after, self.in_flight = probe_after, 0
+        self._streak, self._probing = 0, False
         self._changed = threading.Condition()
 
     @contextmanager
@@ -124,108 +118,72 @@ class Pacer:
 
 
 class ParallelPages:
-    """The records of many lists, fetched by `concurrency` worker threads under one lock.
+    """The pages of many lists, fetched by `concurrency` daemon threads, read as they arrive.
 
-    `fetch(spec, number)` answers `(items, total or None)` or raises. A worker asks first for a
-    page a list surely needs, then for the next list's first page, then for pages ahead. Pages
-    wait in `ready`, so workers go on while dlt reads another resource.
+    `fetch(spec, number)` answers `(items, total or None)` or raises. The threads only fetch;
+    this iterator decides what to ask for, so the paging state needs no lock: first a page a list
+    surely needs, then the next list's first page, then a page ahead. A request past a list's end
+    may stall: nothing waits for it, neither the sync nor the process.
     """
 
     def __init__(
         self, fetch: Callable[[Any, int], Any], lists: Iterable[Any], size: int, concurrency: int
     ) -> None:
-        self.fetch, self.todo, self.size, self.concurrency = fetch, iter(lists), size, concurrency
-        self.active: dict[Any, ListPaging] = {}
-        self.ready: deque[Any] = deque()
-        self.room = max(2, READY_ROWS_PER_WORKER // size) * concurrency  # pages, at most
-        self.exhausted = self.stopped = False
-        self.changed = threading.Condition()
+        self.fetch, self.lists, self.size, self.concurrency = fetch, lists, size, concurrency
 
     def __iter__(self) -> Iterator[list[Any]]:
-        # daemon threads: a request past a list's end may stall, and nothing waits for it (a
-        # ThreadPoolExecutor's threads are joined at interpreter exit)
+        """Lists of the pages' items that arrived together, in no order."""
+        tasks: SimpleQueue[tuple[Any, int] | None] = SimpleQueue()
+        answers: SimpleQueue[tuple[Any, int, Any]] = SimpleQueue()
+
+        def work() -> None:
+            while (task := tasks.get()) is not None:
+                try:
+                    answers.put((*task, self.fetch(*task)))
+                except BaseException as error:  # its list decides whether it counts
+                    answers.put((*task, error))
+
         for n in range(self.concurrency):
-            threading.Thread(target=self._work, name=f"analytics-{n}", daemon=True).start()
+            threading.Thread(target=work, name=f"analytics-{n}", daemon=True).start()
+        todo, active, out = iter(self.lists), dict[Any, ListPaging](), Counter[Any]()
+
+        def ask() -> None:
+            while out.total() < self.concurrency and (spec := self._next(todo, active)):
+                active[spec].asked += 1
+                out[spec] += 1
+                tasks.put((spec, active[spec].asked))
+
         try:
-            yield from self._arrived()
+            ask()
+            while active:
+                arrived, pages = [answers.get()], []
+                while not answers.empty():
+                    arrived.append(answers.get())
+                for spec, number, answer in arrived:
+                    if (paging := active.get(spec)) is None:
+                        continue  # a page past the end of a list that has ended
+                    out[spec] -= 1
+                    if isinstance(answer, BaseException):
+                        paging.receive(number, answer)
+                    else:
+                        paging.receive(number, len(answer[0]), answer[1])
+                        if len(answer[0]):
+                            pages.append(answer[0])
+                    if paging.end is not None:
+                        del active[spec], out[spec]
+                ask()  # before the reader takes its time over these pages
+                if pages:
+                    yield pages
         finally:
-            with self.changed:  # ask for nothing more; a worker still waiting drops its answer
-                self.stopped = True
-                self.changed.notify_all()
+            for _ in range(self.concurrency):
+                tasks.put(None)
 
-    def _over(self) -> bool:
-        return self.stopped or (self.exhausted and not self.active)
-
-    def _next(self) -> tuple[Any, ListPaging, int] | None:
-        if len(self.ready) >= self.room:
-            return None
-        wanted = {spec: paging.next_page(self.concurrency) for spec, paging in self.active.items()}
-        sure = [spec for spec, want in wanted.items() if want and want[1]]
-        if not sure and not self.exhausted:
-            try:
-                spec = next(self.todo, None)
-            except BaseException as error:  # the lists come from a generator: it may fail too
-                self.ready.append(error)
-                self.stopped = True
-                return None
-            if spec is None:
-                self.exhausted = True
-            elif spec not in self.active:
-                self.active[spec] = ListPaging(self.size)
-                sure = [spec]
-        chosen = sure or [spec for spec, want in wanted.items() if want]
-        if not chosen:
-            return None
-        paging = self.active[chosen[0]]
-        paging.asked += 1
-        return chosen[0], paging, paging.asked
-
-    def _work(self) -> None:
-        while True:
-            with self.changed:
-                task = None
-                while task is None and not self._over():
-                    if (task := self._next()) is None and not self._over():
-                        self.changed.wait()
-                if task is None:  # over, maybe by this worker's asking: the reader must hear it
-                    self.changed.notify_all()
-                    return
-            spec, paging, number = task
-            try:
-                answer: Any = self.fetch(spec, number)
-            except BaseException as error:  # recorded: it fails the sync only if the page counts
-                answer = error
-            with self.changed:
-                self._record(spec, paging, number, answer)
-                self.changed.notify_all()
-
-    def _record(self, spec: Any, paging: ListPaging, number: int, answer: Any) -> None:
-        if self.stopped or self.active.get(spec) is not paging:
-            return  # a page past the end of a list that has ended
-        try:
-            if isinstance(answer, BaseException):
-                paging.receive(number, answer)
-            else:
-                items, total = answer
-                paging.receive(number, len(items), total)
-                if items:
-                    self.ready.append(items)
-        except BaseException as error:  # a page the list needs failed: so does the sync
-            self.ready.append(error)
-            self.stopped = True
-            return
-        if paging.end is not None:
-            del self.active[spec]
-
-    def _arrived(self) -> Iterator[list[Any]]:
-        """All that has arrived, at once: dlt takes one item per resource in turn."""
-        while True:
-            with self.changed:
-                self.changed.wait_for(lambda: self.ready or self._over())
-                items, self.ready = list(self.ready), deque()
-                self.changed.notify_all()  # room in `ready`: the workers may ask again
-            if not items:
-                return
-            if errors := [item for item in items if isinstance(item, BaseException)]:
-                raise errors[0]
-            yield [record for page in items for record in page]
+    def _next(self, todo: Iterator[Any], active: dict[Any, ListPaging]) -> Any:
+        """The list to ask a page of next, or None; a list taken from `todo` becomes active."""
+        wanted = {spec: paging.next_page(self.concurrency) for spec, paging in active.items()}
+        if sure := [spec for spec, want in wanted.items() if want and want[1]]:
+            return sure[0]
+        if (spec := next(todo, None)) is not None and spec not in active:
+            active[spec] = ListPaging(self.size)
+            return spec
+        return next((spec for spec, want in wanted.items() if want), None)

@@ -1,52 +1,34 @@
-"""Around dlt's run, for Dagster and the command line: warehouse, lock, errors, deletions."""
+"""A sync's warehouse side, for Dagster and the command line: pipeline, lock, errors, ghosts."""
 
 import fcntl  # Linux and macOS; the code location is not meant to run on Windows
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
-from typing import Any, Self
+from contextlib import contextmanager
+from typing import Any
 
 import dlt
 from dlt.common.pipeline import get_dlt_pipelines_dir
-from dlt.common.runtime.collector import NULL_COLLECTOR, LogCollector
+from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.progress import TCollectorArg
 
-from analytics_assets.sources.analytics import SettingError
 from analytics_assets.sources.analytics import settings as s
-from analytics_assets.sources.analytics.client import ApiError
-from analytics_assets.sources.analytics.helpers import ContractViolation
-
-# dlt adds `_dlt_load_id` to the rows of Arrow items (the tests) only when this is set
-ARROW_LOAD_IDS = {"normalize.parquet_normalizer.add_dlt_load_id": True}
+from analytics_assets.sources.analytics.helpers import ApiError, ContractViolation, SettingError
 
 
 class WarehouseLimitReached(Exception):
     """The warehouse ran out of memory or disk; the message names the setting to raise."""
 
 
-class SyncProgress(LogCollector):
-    """dlt's progress log, headed `Normalize analytics, the sync of <UTC time>`, not a load id."""
-
-    def __call__(self, step: str) -> Self:
-        """`Normalize analytics in 1796170436.817694` becomes `..., the sync of <UTC time>`."""
-        name, _, load_id = step.partition(" in ")
-        with suppress(ValueError):
-            step = f"{name}, the sync of {datetime.fromtimestamp(float(load_id), UTC):%F %T} UTC"
-        return super().__call__(step)
-
-
-def analytics_pipeline(progress: TCollectorArg | None = None, *, read_only: bool = False) -> Any:
+def analytics_pipeline(progress: TCollectorArg = NULL_COLLECTOR, *, read_only: bool = False) -> Any:
     """The pipeline into dlt's `destination_type`; DuckDB gets our defaults for keys left unset."""
     destination = dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION
-    progress = progress or NULL_COLLECTOR
     pipeline = dlt.pipeline(
         s.PIPELINE_NAME, destination=destination, dataset_name=s.DATASET_NAME, progress=progress
     )
-    credentials = duckdb_credentials(pipeline)  # as dlt resolved them
-    if credentials is None:
+    if (credentials := duckdb_credentials(pipeline)) is None:
         return pipeline
     credentials.global_config = {**s.DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
     # DuckDB opens a file that does not exist yet only to create it, read-write
@@ -58,39 +40,15 @@ def analytics_pipeline(progress: TCollectorArg | None = None, *, read_only: bool
 
 
 def duckdb_credentials(pipeline: Any) -> Any:
-    """The DuckDB file and settings of a DuckDB pipeline, else None."""
+    """The DuckDB file and settings of a DuckDB pipeline (as dlt resolved them), else None."""
     if pipeline.destination.destination_type != "dlt.destinations.duckdb":
         return None
     return pipeline.destination_client().config.credentials
 
 
-def declared_pipeline() -> Any:
-    """The pipeline the definitions describe, in a dir of its own.
-
-    dlt wipes a pipeline's dir it finds without state, as a running sync's is for a moment.
-    """
-    return dlt.pipeline(
-        s.PIPELINE_NAME,
-        pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"),
-        destination=dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION,
-        dataset_name=s.DATASET_NAME,
-    )
-
-
-def loader_file_format(pipeline: Any) -> Any:
-    """Parquet where the destination loads it (PostgreSQL only with an ADBC driver), else dlt's."""
-    caps = pipeline.destination.capabilities()
-    formats = caps.supported_loader_file_formats
-    if caps.loader_file_format_selector is not None:
-        _, formats = caps.loader_file_format_selector(
-            caps.preferred_loader_file_format, formats, table_schema={}
-        )
-    return "parquet" if "parquet" in formats else None
-
-
 @contextmanager
 def warehouse_lock(
-    log: Callable[[str], None], progress: TCollectorArg | None = None, *, shared: bool = False
+    log: Callable[[str], None], progress: TCollectorArg = NULL_COLLECTOR, *, shared: bool = False
 ) -> Iterator[Any]:
     """The pipeline, held by one sync at a time on this host (readers may share).
 
@@ -100,8 +58,7 @@ def warehouse_lock(
     os.makedirs(get_dlt_pipelines_dir(), exist_ok=True)
     with _flock(os.path.join(get_dlt_pipelines_dir(), f"{s.PIPELINE_NAME}.lock"), log, shared):
         pipeline = analytics_pipeline(progress, read_only=shared)
-        duckdb = duckdb_credentials(pipeline)
-        if duckdb is None:
+        if (duckdb := duckdb_credentials(pipeline)) is None:
             yield pipeline
             return
         with _flock(f"{duckdb.database}.lock", log, shared):
@@ -129,11 +86,11 @@ class _NoArrowHintNotice(logging.Filter):
 
 @contextmanager
 def sync_settings() -> Iterator[None]:
-    """Settings of dlt for one sync: load ids on Arrow rows, no notice of them."""
+    """Settings of dlt for one sync: `_dlt_load_id` on Arrow rows too, no notice of the hint."""
     notice, dlt_logger = _NoArrowHintNotice(), logging.getLogger("dlt")
     dlt_logger.addFilter(notice)
     try:
-        with dlt.config.values(ARROW_LOAD_IDS):
+        with dlt.config.values({"normalize.parquet_normalizer.add_dlt_load_id": True}):
             yield
     finally:
         dlt_logger.removeFilter(notice)
@@ -160,41 +117,56 @@ def user_error(error: BaseException, pipeline: Any) -> Exception | None:
     )
 
 
+def unserved(
+    table: str, parent: str, served: set[Any], within: Sequence[Any] | None = None
+) -> dict[Any, list[Any]]:
+    """Rows of `table` in the warehouse that this sync did not serve, by their parent's id.
+
+    `within`: only rows of these parents. Nothing when the table does not exist yet.
+    """
+    if within is not None and not within:
+        return {}
+    by_parent: dict[Any, list[Any]] = defaultdict(list)
+    try:
+        with dlt.current.pipeline().sql_client() as client:
+            sql = f"SELECT id, {parent} FROM {client.make_qualified_table_name(table)}"
+            if within is not None:
+                sql += f" WHERE {parent} IN ({', '.join(['%s'] * len(within))})"
+            with client.execute_query(sql, *(within or ())) as cursor:
+                while rows := cursor.fetchmany(10_000):  # a 10x account is 120,000 rows
+                    for row_id, parent_id in rows:
+                        if row_id not in served:
+                            by_parent[parent_id].append(row_id)
+    except DatabaseUndefinedRelation:
+        return {}
+    return by_parent
+
+
 def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The rows the run's load did not write go: neither of the source's two listings served them.
 
     A table served empty keeps every row: an outage would look the same.
     """
-    trace = pipeline.last_trace
-    loads = trace.last_load_info.loads_ids if trace and trace.last_load_info else []
-    load_id = loads[-1] if loads else ""
+    info = pipeline.last_trace and pipeline.last_trace.last_load_info
+    load_id = info.loads_ids[-1] if info and info.loads_ids else ""
     reports: dict[str, dict[str, Any]] = {}
     with pipeline.sql_client() as client:
-
-        def scalar(sql: str, *args: Any) -> Any:
-            return client.execute_sql(sql, *args)[0][0]
-
         for table in tables:
             name = client.make_qualified_table_name(table)
-            count = f"SELECT COUNT(*) FROM {name}"
+            count = f"SELECT COUNT(*), COUNT(CASE WHEN _dlt_load_id = %s THEN 1 END) FROM {name}"
             try:
-                served = scalar(f"{count} WHERE _dlt_load_id = %s", load_id)
+                ((rows, served),) = client.execute_sql(count, load_id)
             except DatabaseUndefinedRelation:  # dlt creates no table for a list never served
-                reports[table] = {"rows_served": 0, "ghosts_removed": 0, "dagster/row_count": 0}
-                continue
-            report: dict[str, Any] = {"rows_served": served, "ghosts_removed": 0}
+                rows = served = 0
+            report = reports[table] = {"rows_served": served, "ghosts_removed": 0}
             stale = f"FROM {name} WHERE _dlt_load_id <> %s"
-            if served:
+            if served and rows > served:
                 with client.execute_query(f"SELECT id {stale} ORDER BY id", load_id) as cursor:
                     report["sample_ghost_ids"] = [row[0] for row in cursor.fetchmany(s.SAMPLE_SIZE)]
-                report["ghosts_removed"] = scalar(f"SELECT COUNT(*) {stale}", load_id)
-            if report["ghosts_removed"]:
                 with client.begin_transaction():
                     client.execute_sql(f"DELETE {stale}", load_id)
-            elif not served:
-                report["ghosts_note"] = (
-                    "kept every row: the API served none, which an outage would look like too"
-                )
-            report["dagster/row_count"] = scalar(count)
-            reports[table] = report
+                report["ghosts_removed"], rows = rows - served, served
+            elif rows and not served:
+                report["ghosts_note"] = "kept every row: the API served none, as an outage would"
+            report["dagster/row_count"] = rows
     return reports

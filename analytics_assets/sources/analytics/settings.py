@@ -79,23 +79,6 @@ ORGANIZATIONS_PATH: Final = "/v3/organizations"
 PROJECTS_PATH: Final = "/v3/organizations/{organization_id}/projects"
 TESTS_PATH: Final = "/loadtests/v2/tests"
 
-# Shown in Dagster's catalog, which renders no Markdown there: plain sentences.
-DESCRIPTIONS: Final = {
-    ORGANIZATIONS: (
-        "Organizations of the analytics account, listed by GET /v3/organizations (data selector "
-        "organizations). Merged on id."
-    ),
-    PROJECTS: (
-        "Projects of every organization, listed by GET "
-        "/v3/organizations/{organization_id}/projects (data selector projects, 32 per page). "
-        "Merged on id."
-    ),
-    TESTS: (
-        "Load tests, listed by GET /loadtests/v2/tests (data selector tests, 32 per page). The "
-        "test_run_ids of a test stay a JSON array on its row. Merged on id."
-    ),
-}
-
 # The seed's Schema as dlt types (`created`/`updated` as timestamps, arrays as json on the row),
 # with the words the catalog shows for each column.
 SEED_COLUMNS: Final[dict[str, dict[str, tuple[str, str]]]] = {
