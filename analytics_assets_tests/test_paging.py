@@ -225,8 +225,8 @@ SIZES = {"a": 0, "b": 1, "c": 32, "d": 95, "e": 320}
 
 
 def rows_of(pages: ParallelPages) -> list[tuple[str, int]]:
-    """Every row, from the pages that arrived together."""
-    return [row for arrived in pages for page in arrived for row in page]
+    """Every row of every page."""
+    return [row for page in pages for row in page]
 
 
 def workers_since(before: set[threading.Thread]) -> list[threading.Thread]:

@@ -108,6 +108,7 @@ def analytics_tables(
                     context=context,
                     dlt_source=from_config(analytics),  # a fresh source: dagster#34052, below
                     dlt_pipeline=pipeline,
+                    loader_file_format=sync.loader_file_format(pipeline),
                 )
             )
         except Exception as error:

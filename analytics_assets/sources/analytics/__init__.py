@@ -11,7 +11,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from ipaddress import ip_address
-from itertools import compress
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -127,7 +126,7 @@ def from_config(factory: Callable[..., T], **overrides: Any) -> T:
 # id once, so dlt need not deduplicate what it loads.
 MERGE: Any = {"disposition": "merge", "strategy": "delete-insert", "deduplicated": True}
 HINTS: dict[str, Any] = {"primary_key": "id", "max_table_nesting": 0, "write_disposition": MERGE}
-ARROW_ROWS = 2048  # rows of the tests per Arrow table handed to dlt
+ARROW_ROWS = 256  # rows of the tests per Arrow table handed to dlt: less memory than more
 
 
 @dlt.source(name=s.SOURCE_NAME, max_table_nesting=0, schema_contract={"data_type": "freeze"})
@@ -170,22 +169,16 @@ def analytics(
         its list again tells which. What neither listing served goes after the load. `parent`:
         the column naming a row's list (NULL: one list); `scoped`: only these parents' rows count.
         """
-        conform, types, ids = (
-            conform_to(table, s.SEED_TYPES[table]),
-            s.SEED_TYPES[table],
-            seen[table],
-        )
-        arrow = table == s.TESTS  # kilobyte scripts: dlt writes Arrow tables to parquet at once
-
-        def typed(items: list[dict[str, Any]]) -> Any:  # in the thread that fetched the page
-            records = [conform(item) for item in items]
-            return to_arrow(records, types) if arrow else records
+        types, ids = s.SEED_TYPES[table], seen[table]
+        conform = conform_to(table, types)
 
         def listing(parents: Iterable[Any], missing_ok: bool = False) -> Iterator[Any]:
-            for pages in client().pages(map(list_of, parents), typed, missing_ok):
-                for page in pages:
-                    fresh = [i not in ids and not ids.add(i) for i in column(page, "id")]
-                    yield page.filter(pa.array(fresh)) if arrow else [*compress(page, fresh)]
+            for page in client().pages(map(list_of, parents), missing_ok):
+                fresh = [
+                    r for r in map(conform, page) if r["id"] not in ids and not ids.add(r["id"])
+                ]
+                # kilobyte scripts: dlt writes Arrow tables to parquet as it extracts
+                yield to_arrow(fresh, types) if table == s.TESTS else fresh
 
         yield from listing(parents)
         yield from listing(unserved(table, parent, ids, parents if scoped else None), True)
@@ -241,11 +234,6 @@ def analytics(
         yield from batches(served(s.TESTS, tests_of, [None]))
 
     return [organizations, projects, tests]
-
-
-def column(page: Any, name: str) -> list[Any]:
-    """One column of a page, Arrow table or records."""
-    return page[name].to_pylist() if isinstance(page, pa.Table) else [r[name] for r in page]
 
 
 def batches(tables: Iterable[pa.Table], rows: int = ARROW_ROWS) -> Iterator[pa.Table]:

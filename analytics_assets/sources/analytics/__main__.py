@@ -7,7 +7,7 @@ if __name__ == "__main__":
     with sync.warehouse_lock(print, "log") as pipeline, sync.sync_settings():
         source = from_config(analytics)
         try:
-            print(pipeline.run(source))  # noqa: T201
+            print(pipeline.run(source, loader_file_format=sync.loader_file_format(pipeline)))  # noqa: T201
         except Exception as error:
             if (clear := sync.user_error(error, pipeline)) is None:
                 raise

@@ -1,5 +1,6 @@
 """The analytics API's client (dlt's retrying `Client`, 429 pacing, errors) and record typing."""
 
+import functools
 import json
 import threading
 import time
@@ -175,15 +176,9 @@ class ApiClient:
         response.raise_for_status()
         return checked_list(response, spec.selector)
 
-    def pages(
-        self, lists: Iterable[ListSpec], convert: Callable[[list[Any]], Any], missing_ok: bool
-    ) -> Iterator[list[Any]]:
-        """Every page of `lists` as `convert` makes it (in the thread that fetched it)."""
-
-        def fetch(spec: ListSpec, number: int) -> tuple[Any, int | None]:
-            items, total = self.page(spec, number, missing_ok)
-            return convert(items), total
-
+    def pages(self, lists: Iterable[ListSpec], missing_ok: bool = False) -> Iterator[list[Any]]:
+        """The records of every list, as they arrive; at most `concurrency` requests in flight."""
+        fetch = functools.partial(self.page, missing_ok=missing_ok)
         return iter(ParallelPages(fetch, lists, self.page_size, self.concurrency))
 
 

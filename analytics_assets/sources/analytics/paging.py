@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from queue import SimpleQueue
+from queue import Queue, SimpleQueue
 from typing import Any
 
 
@@ -118,12 +118,13 @@ class Pacer:
 
 
 class ParallelPages:
-    """The pages of many lists, fetched by `concurrency` daemon threads, read as they arrive.
+    """The pages of many lists, with up to `concurrency` requests in flight, read as they arrive.
 
-    `fetch(spec, number)` answers `(items, total or None)` or raises. The threads only fetch;
-    this iterator decides what to ask for, so the paging state needs no lock: first a page a list
-    surely needs, then the next list's first page, then a page ahead. A request past a list's end
-    may stall: nothing waits for it, neither the sync nor the process.
+    `fetch(spec, number)` answers `(items, total or None)` or raises. Daemon threads only fetch;
+    one pager thread decides what to ask for, so the paging state needs no lock: first a page a
+    list surely needs, then the next list's first page, then a page ahead. The pager goes on
+    while dlt reads another resource, up to `2 x concurrency` deliveries ahead of the reader. A
+    request past a list's end may stall: nothing waits for it, neither the sync nor the process.
     """
 
     def __init__(
@@ -132,7 +133,32 @@ class ParallelPages:
         self.fetch, self.lists, self.size, self.concurrency = fetch, lists, size, concurrency
 
     def __iter__(self) -> Iterator[list[Any]]:
-        """Lists of the pages' items that arrived together, in no order."""
+        """Each page's items, in the order the pages arrive."""
+        ready: Queue[Any] = Queue(maxsize=8 * self.concurrency)  # pages, then None or an error
+        stop = threading.Event()
+
+        def pager() -> None:
+            try:
+                for items in self._paged():
+                    if stop.is_set():
+                        return
+                    ready.put(items)
+                ready.put(None)
+            except BaseException as error:  # the reader raises it
+                ready.put(error)
+
+        threading.Thread(target=pager, name="analytics-pager", daemon=True).start()
+        try:
+            while (items := ready.get()) is not None:
+                if isinstance(items, BaseException):
+                    raise items
+                yield items
+        finally:
+            stop.set()
+            while not ready.empty():  # a pager waiting for room goes on, and sees `stop`
+                ready.get()
+
+    def _paged(self) -> Iterator[list[Any]]:
         tasks: SimpleQueue[tuple[Any, int] | None] = SimpleQueue()
         answers: SimpleQueue[tuple[Any, int, Any]] = SimpleQueue()
 
@@ -156,24 +182,21 @@ class ParallelPages:
         try:
             ask()
             while active:
-                arrived, pages = [answers.get()], []
-                while not answers.empty():
-                    arrived.append(answers.get())
-                for spec, number, answer in arrived:
-                    if (paging := active.get(spec)) is None:
-                        continue  # a page past the end of a list that has ended
-                    out[spec] -= 1
-                    if isinstance(answer, BaseException):
-                        paging.receive(number, answer)
-                    else:
-                        paging.receive(number, len(answer[0]), answer[1])
-                        if len(answer[0]):
-                            pages.append(answer[0])
-                    if paging.end is not None:
-                        del active[spec], out[spec]
-                ask()  # before the reader takes its time over these pages
-                if pages:
-                    yield pages
+                spec, number, answer = answers.get()
+                if (paging := active.get(spec)) is None:
+                    continue  # a page past the end of a list that has ended
+                out[spec] -= 1
+                if isinstance(answer, BaseException):
+                    items = []
+                    paging.receive(number, answer)  # raises if the list needs this page
+                else:
+                    items, total = answer
+                    paging.receive(number, len(items), total)
+                if paging.end is not None:
+                    del active[spec], out[spec]
+                ask()
+                if items:
+                    yield items
         finally:
             for _ in range(self.concurrency):
                 tasks.put(None)

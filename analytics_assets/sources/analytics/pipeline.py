@@ -46,6 +46,21 @@ def duckdb_credentials(pipeline: Any) -> Any:
     return pipeline.destination_client().config.credentials
 
 
+def loader_file_format(pipeline: Any) -> Any:
+    """Parquet where the destination loads it (PostgreSQL only with an ADBC driver), else dlt's.
+
+    Arrow items (the tests) go to parquet anyway; for the others, parquet loads faster and in
+    less memory than DuckDB's default, insert_values (docs/performance.md).
+    """
+    caps = pipeline.destination.capabilities()
+    formats = caps.supported_loader_file_formats
+    if caps.loader_file_format_selector is not None:
+        _, formats = caps.loader_file_format_selector(
+            caps.preferred_loader_file_format, formats, table_schema={}
+        )
+    return "parquet" if "parquet" in formats else None
+
+
 @contextmanager
 def warehouse_lock(
     log: Callable[[str], None], progress: TCollectorArg = NULL_COLLECTOR, *, shared: bool = False
