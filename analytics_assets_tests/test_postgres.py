@@ -36,8 +36,8 @@ from dagster._time import get_current_datetime
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from analytics_assets import defs
+from analytics_assets.pipeline import analytics_pipeline
 from analytics_assets.sample_api import SampleApiServer, build_account
-from analytics_assets.sources.analytics.pipeline import analytics_pipeline
 from analytics_assets.sources.analytics.settings import SCHEMA
 from analytics_assets_tests.conftest import CHECK_KEYS, FAST_RETRY_ENV
 from analytics_assets_tests.test_sync import as_loaded

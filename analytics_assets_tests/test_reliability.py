@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from analytics_assets.sample_api import Fault, ListChange, SampleApiServer
-from analytics_assets.sources.analytics.pipeline import unserved
+from analytics_assets.sources.analytics import unserved
 from analytics_assets_tests.conftest import query, run_sync
 from analytics_assets_tests.test_http import CONCURRENCY, failure_message, pages_needed
 

@@ -13,8 +13,8 @@ import sys
 
 from dagster import DagsterInstance
 
+from analytics_assets.pipeline import analytics_pipeline, duckdb_credentials
 from analytics_assets.sample_api import SampleApiServer, build_account
-from analytics_assets.sources.analytics.pipeline import analytics_pipeline, duckdb_credentials
 from analytics_assets.sources.analytics.settings import RESOURCE_NAMES
 
 BIN = os.path.dirname(sys.executable)

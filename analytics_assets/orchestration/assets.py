@@ -17,8 +17,8 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.runtime.collector import LogCollector
 
+from analytics_assets import pipeline as sync
 from analytics_assets.sources.analytics import analytics, from_config, settings
-from analytics_assets.sources.analytics import pipeline as sync
 
 GROUP_NAME = "analytics"
 # One warehouse step at a time across hosts where the instance limits this pool (deploy/).

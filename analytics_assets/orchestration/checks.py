@@ -10,8 +10,8 @@ import dagster as dg
 from dlt.destinations.job_client_impl import SqlJobClientBase as Client  # see _columns
 from sqlglot import exp
 
+from analytics_assets import pipeline as sync
 from analytics_assets.orchestration.assets import WAREHOUSE_POOL, analytics_tables, asset_key
-from analytics_assets.sources.analytics import pipeline as sync
 from analytics_assets.sources.analytics import settings
 from analytics_assets.sources.analytics.settings import ORGANIZATIONS, PROJECTS, TESTS
 

@@ -2,13 +2,12 @@
 
 The seed's endpoints, selectors, auth, retries and merge on `id`, as plain resources rather than
 `rest_api_source`: dlt fetches the pages of an endpoint one after another (dlt-hub/dlt#2844).
-docs/settings.md lists the settings; `python -m analytics_assets.sources.analytics` runs it with
-plain dlt.
+docs/settings.md lists the settings; `python -m analytics_assets.pipeline` runs it with plain dlt.
 """
 
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from ipaddress import ip_address
 from typing import Any, TypeVar
@@ -18,8 +17,9 @@ import dlt
 import pyarrow as pa
 from dlt.common.configuration import with_config
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.sources import DltResource
-from dlt.sources.helpers.rest_client.auth import APIKeyAuth, BearerTokenAuth
+from dlt.sources.helpers.rest_client.auth import APIKeyAuth
 
 from analytics_assets.sources.analytics import settings as s
 from analytics_assets.sources.analytics.helpers import (
@@ -30,7 +30,6 @@ from analytics_assets.sources.analytics.helpers import (
     conform_to,
     to_arrow,
 )
-from analytics_assets.sources.analytics.pipeline import unserved
 
 __all__ = ["ApiError", "ListSpec", "SettingError", "analytics", "configured_client", "from_config"]
 T = TypeVar("T")
@@ -100,13 +99,9 @@ def api_client(
             problems.append(f"{_variable(name)} is {value!r}; it must be {allowed}.")
     if problems:
         raise SettingError("The analytics source cannot run:\n- " + "\n- ".join(problems))
-    scheme, tests_key = s.DIALECTS[dialect]["auth_scheme"], s.DIALECTS[dialect]["tests_key"]
-    auth = (
-        BearerTokenAuth(api_token)
-        if scheme == "Bearer"
-        else APIKeyAuth("Authorization", f"{scheme} {api_token}")
-    )
-    return ApiClient(base_url.rstrip("/"), auth, tests_key, **values)
+    dialect_of = s.DIALECTS[dialect]  # its auth scheme: Bearer (the seed's) or Token (k6)
+    auth = APIKeyAuth("Authorization", f"{dialect_of['auth_scheme']} {api_token}")
+    return ApiClient(base_url.rstrip("/"), auth, dialect_of["tests_key"], **values)
 
 
 # The same settings from dlt's config, for a client outside a sync (the change sensor's poll).
@@ -152,8 +147,8 @@ def analytics(
         rate_limit_max_wait: Seconds one request may wait out 429s.
     """
     # checked at the first request, so the definitions can build this source unconfigured
-    given = (base_url, api_token, page_size, concurrency, dialect, rate_limit_max_wait)
-    client = functools.cache(lambda: api_client(*given))
+    settings = (base_url, api_token, page_size, concurrency, dialect, rate_limit_max_wait)
+    client = functools.cache(functools.partial(api_client, *settings))
     seen: defaultdict[str, set[Any]] = defaultdict(set)  # ids served, per table
 
     def served(
@@ -236,6 +231,28 @@ def analytics(
     return [organizations, projects, tests]
 
 
+def unserved(
+    table: str, parent: str, served: set[Any], within: Sequence[Any] | None = None
+) -> dict[Any, list[Any]]:
+    """Stored rows of `table` this sync did not serve (of the parents `within`), by parent id."""
+    by_parent: dict[Any, list[Any]] = defaultdict(list)
+    if within is not None and not within:
+        return by_parent
+    try:
+        with dlt.current.pipeline().sql_client() as client:
+            sql = f"SELECT id, {parent} FROM {client.make_qualified_table_name(table)}"
+            if within is not None:
+                sql += f" WHERE {parent} IN ({', '.join(['%s'] * len(within))})"
+            with client.execute_query(sql, *(within or ())) as cursor:
+                while rows := cursor.fetchmany(10_000):  # a 10x account is 120,000 rows
+                    for row_id, parent_id in rows:
+                        if row_id not in served:
+                            by_parent[parent_id].append(row_id)
+    except DatabaseUndefinedRelation:  # no such table yet
+        pass
+    return by_parent
+
+
 def batches(tables: Iterable[pa.Table], rows: int = ARROW_ROWS) -> Iterator[pa.Table]:
     """Pages' tables joined into tables of `rows` rows or more: dlt takes each as one item."""
     batch: list[pa.Table] = []
@@ -245,4 +262,4 @@ def batches(tables: Iterable[pa.Table], rows: int = ARROW_ROWS) -> Iterator[pa.T
             yield pa.concat_tables(batch, promote_options="default").combine_chunks()
             batch = []
     if sum(map(len, batch)):
-        yield pa.concat_tables(batch, promote_options="default")
+        yield pa.concat_tables(batch, promote_options="default").combine_chunks()

@@ -16,6 +16,7 @@ import requests
 from dlt.common import logger
 from dlt.sources.helpers.requests import Client, Response
 from requests.auth import AuthBase
+from requests.exceptions import ChunkedEncodingError
 
 from analytics_assets.sources.analytics import settings as s
 from analytics_assets.sources.analytics.paging import Pacer, ParallelPages, PastTheEnd
@@ -33,11 +34,7 @@ class ContractViolation(ValueError):
     """A record from the API does not fit the seed's schema, so it must not reach the warehouse."""
 
 
-RETRIED_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
+RETRIED_ERRORS = (requests.ConnectionError, requests.Timeout, ChunkedEncodingError)
 UNREACHABLE = {  # what a connection error says, and what it means to a user
     "Connection refused": "the connection was refused",
     "Name or service not known": "the host name does not resolve",
@@ -220,21 +217,14 @@ def checked_list(response: Response, selector: str) -> tuple[list[dict[str, Any]
 
 
 BOOLS = {"true": True, "false": False}
-EXPECTED = {  # what each seed type accepts, for the error that names a bad value
-    "text": "a string",
-    "bigint": "an integer",
-    "bool": "a boolean",
-    "timestamp": "an ISO-8601 timestamp",
-    "json": "a JSON array or object",
+TYPES = {  # each seed type: what it accepts (for the error naming a bad value), its Arrow type
+    "text": ("a string", pa.string()),
+    "bigint": ("an integer", pa.int64()),
+    "bool": ("a boolean", pa.bool_()),
+    "timestamp": ("an ISO-8601 timestamp", pa.timestamp("us", tz="UTC")),
+    "json": ("a JSON array or object", pa.string()),  # JSON text: the warehouse parses it
 }
 COMPACT_JSON: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
-ARROW = {
-    "text": pa.string(),
-    "bigint": pa.int64(),
-    "bool": pa.bool_(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "json": pa.string(),  # JSON text: the warehouse parses it into its JSON type
-}
 
 
 def coerce(kind: str, value: Any) -> Any:
@@ -282,7 +272,7 @@ def conform_to(table: str, columns: dict[str, str]) -> Callable[[dict[str, Any]]
                 except (TypeError, ValueError):
                     raise ContractViolation(
                         f"{table} id={record['id']!r}: field `{name}` must be "
-                        f"{EXPECTED[columns[name]]} (seed schema: {columns[name]}), got "
+                        f"{TYPES[columns[name]][0]} (seed schema: {columns[name]}), got "
                         f"{type(value).__name__} {repr(value)[:80]}."
                     ) from None
         return record
@@ -302,6 +292,6 @@ def to_arrow(records: list[dict[str, Any]], columns: dict[str, str]) -> pa.Table
         values = [record.get(name) for record in records]
         if kind == "json":
             values = [None if v is None else json.dumps(v, **COMPACT_JSON) for v in values]
-        fields.append(pa.field(name, ARROW[kind], nullable=name != "id"))
-        arrays.append(pa.array(values, ARROW[kind]))
+        fields.append(pa.field(name, TYPES[kind][1], nullable=name != "id"))
+        arrays.append(pa.array(values, TYPES[kind][1]))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

@@ -1,7 +1,6 @@
-"""Pages of many lists in parallel, with or without a total, and 429 pacing; no HTTP here.
+"""Many lists' pages in parallel, with or without a total, and 429 pacing; no HTTP here.
 
 dlt fetches the pages of an endpoint one after another (dlt-hub/dlt#2844): requests x latency.
-Here up to `concurrency` requests are in flight over every list given.
 """
 
 import threading
@@ -25,10 +24,9 @@ class PastTheEnd(Exception):
 class ListPaging:
     """One list's pages, asked for and answered in any order.
 
-    The list ends at its first page that is not full (short, empty, a 404 past page 1, or the
-    last its total promises); an error before that fails the sync, an answer past it is dropped.
-    Without a total, pages go up to `ahead` past the highest full one, so a page held up holds
-    up no other.
+    It ends at its first page that is not full (short, empty, a 404 past page 1, or the last its
+    total promises); an error before that fails the sync, an answer past it is dropped. Without a
+    total, pages go up to `ahead` past the highest full one: a page held up holds up no other.
     """
 
     page_size: int
@@ -76,9 +74,8 @@ class ListPaging:
 class Pacer:
     """How many requests may be in flight: `concurrency` at most, and below what the API refused.
 
-    A 429 means the API admits no more than the requests still out, so the limit drops to that.
-    It climbs back by one after `probe_after` answers in a row without a 429; a probe that draws
-    a 429 doubles that wait, so few requests go over the cap.
+    A 429 means the API admits no more than the requests still out: the limit drops to that. It
+    climbs back by one after `probe_after` answers in a row without one; a refused probe doubles it.
     """
 
     def __init__(self, concurrency: int, probe_after: int = 32) -> None:
@@ -121,10 +118,9 @@ class ParallelPages:
     """The pages of many lists, with up to `concurrency` requests in flight, read as they arrive.
 
     `fetch(spec, number)` answers `(items, total or None)` or raises. Daemon threads only fetch;
-    one pager thread decides what to ask for, so the paging state needs no lock: first a page a
-    list surely needs, then the next list's first page, then a page ahead. The pager goes on
-    while dlt reads another resource, up to `2 x concurrency` deliveries ahead of the reader. A
-    request past a list's end may stall: nothing waits for it, neither the sync nor the process.
+    one pager thread decides what to ask for (first a page a list surely needs, then the next
+    list's first page, then a page ahead), so the state needs no lock, and it goes on while dlt
+    works elsewhere. A request past a list's end may stall: neither the sync nor the process waits.
     """
 
     def __init__(

@@ -29,12 +29,10 @@ PLACEHOLDER_TOKEN: Final = "paste-your-api-token-here"
 PAGE_PARAM: Final = "page"
 PAGE_SIZE_PARAM: Final = "page_size"
 PAGE_SIZE: Final = 32
-MAX_PAGE_SIZE: Final = 1000
 # Where a list may carry its length: optional, the seed's contract has none.
 COUNT_PATH: Final = ("meta", "count")
 # Requests in flight across all lists: ~4x faster, kind to the API; fewer after a 429 (`Pacer`).
 CONCURRENCY: Final = 4
-MAX_CONCURRENCY: Final = 64
 
 # Seed: "retry on 429, 500, 502, 503, 504; max retries 3; backoff factor 2". dlt retries the 5xx;
 # a 429 is waited out apart from that budget, up to RATE_LIMIT_MAX_WAIT s per request.
@@ -49,8 +47,8 @@ RUNTIME_DEFAULTS: Final[dict[str, float]] = {
 }
 # The lowest and highest value of each numeric setting (None: no highest).
 LIMITS: Final[dict[str, tuple[float, float | None]]] = {
-    "page_size": (1, MAX_PAGE_SIZE),
-    "concurrency": (1, MAX_CONCURRENCY),
+    "page_size": (1, 1000),
+    "concurrency": (1, 64),
     "rate_limit_max_wait": (0, None),
     "request_max_attempts": (1, None),
     "request_backoff_factor": (0, None),

@@ -1,9 +1,11 @@
-"""A sync's warehouse side, for Dagster and the command line: pipeline, lock, errors, ghosts."""
+"""The dlt pipeline of a sync, for Dagster and the command line: warehouse, lock, errors, ghosts.
+
+`python -m analytics_assets.pipeline` runs one sync with plain dlt, no Dagster: handy to debug.
+"""
 
 import fcntl  # Linux and macOS; the code location is not meant to run on Windows
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +16,7 @@ from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.progress import TCollectorArg
 
+from analytics_assets.sources.analytics import analytics, from_config
 from analytics_assets.sources.analytics import settings as s
 from analytics_assets.sources.analytics.helpers import ApiError, ContractViolation, SettingError
 
@@ -132,31 +135,6 @@ def user_error(error: BaseException, pipeline: Any) -> Exception | None:
     )
 
 
-def unserved(
-    table: str, parent: str, served: set[Any], within: Sequence[Any] | None = None
-) -> dict[Any, list[Any]]:
-    """Rows of `table` in the warehouse that this sync did not serve, by their parent's id.
-
-    `within`: only rows of these parents. Nothing when the table does not exist yet.
-    """
-    if within is not None and not within:
-        return {}
-    by_parent: dict[Any, list[Any]] = defaultdict(list)
-    try:
-        with dlt.current.pipeline().sql_client() as client:
-            sql = f"SELECT id, {parent} FROM {client.make_qualified_table_name(table)}"
-            if within is not None:
-                sql += f" WHERE {parent} IN ({', '.join(['%s'] * len(within))})"
-            with client.execute_query(sql, *(within or ())) as cursor:
-                while rows := cursor.fetchmany(10_000):  # a 10x account is 120,000 rows
-                    for row_id, parent_id in rows:
-                        if row_id not in served:
-                            by_parent[parent_id].append(row_id)
-    except DatabaseUndefinedRelation:
-        return {}
-    return by_parent
-
-
 def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The rows the run's load did not write go: neither of the source's two listings served them.
 
@@ -185,3 +163,16 @@ def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, A
                 report["ghosts_note"] = "kept every row: the API served none, as an outage would"
             report["dagster/row_count"] = rows
     return reports
+
+
+if __name__ == "__main__":
+    with warehouse_lock(print, "log") as pipeline, sync_settings():
+        source = from_config(analytics)
+        try:
+            print(pipeline.run(source, loader_file_format=loader_file_format(pipeline)))  # noqa: T201
+        except Exception as error:
+            if (clear := user_error(error, pipeline)) is None:
+                raise
+            raise SystemExit(f"{type(clear).__name__}: {clear}") from None
+        for table, report in remove_ghosts(pipeline, list(source.selected_resources)).items():
+            print(f"{table}: {report}")  # noqa: T201
