@@ -1,7 +1,4 @@
-"""The dlt pipeline of a sync, for Dagster and the command line: warehouse, lock, errors, ghosts.
-
-`python -m analytics_assets.pipeline` runs one sync with plain dlt, no Dagster: handy to debug.
-"""
+"""The dlt pipeline of a sync, for Dagster and the command line: warehouse, lock, errors, ghosts."""
 
 import fcntl  # Linux and macOS; the code location is not meant to run on Windows
 import logging
@@ -16,7 +13,6 @@ from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.progress import TCollectorArg
 
-from analytics_assets.sources.analytics import analytics, from_config
 from analytics_assets.sources.analytics import settings as s
 from analytics_assets.sources.analytics.helpers import ApiError, ContractViolation, SettingError
 
@@ -146,13 +142,14 @@ def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, A
     with pipeline.sql_client() as client:
         for table in tables:
             name = client.make_qualified_table_name(table)
+            # rows loaded before dlt added load ids to Arrow rows have none: stale too
+            stale = f"FROM {name} WHERE _dlt_load_id <> %s OR _dlt_load_id IS NULL"
             count = f"SELECT COUNT(*), COUNT(CASE WHEN _dlt_load_id = %s THEN 1 END) FROM {name}"
             try:
                 ((rows, served),) = client.execute_sql(count, load_id)
             except DatabaseUndefinedRelation:  # dlt creates no table for a list never served
                 rows = served = 0
             report = reports[table] = {"rows_served": served, "ghosts_removed": 0}
-            stale = f"FROM {name} WHERE _dlt_load_id <> %s"
             if served and rows > served:
                 with client.execute_query(f"SELECT id {stale} ORDER BY id", load_id) as cursor:
                     report["sample_ghost_ids"] = [row[0] for row in cursor.fetchmany(s.SAMPLE_SIZE)]
@@ -163,16 +160,3 @@ def remove_ghosts(pipeline: Any, tables: Sequence[str]) -> dict[str, dict[str, A
                 report["ghosts_note"] = "kept every row: the API served none, as an outage would"
             report["dagster/row_count"] = rows
     return reports
-
-
-if __name__ == "__main__":
-    with warehouse_lock(print, "log") as pipeline, sync_settings():
-        source = from_config(analytics)
-        try:
-            print(pipeline.run(source, loader_file_format=loader_file_format(pipeline)))  # noqa: T201
-        except Exception as error:
-            if (clear := user_error(error, pipeline)) is None:
-                raise
-            raise SystemExit(f"{type(clear).__name__}: {clear}") from None
-        for table, report in remove_ghosts(pipeline, list(source.selected_resources)).items():
-            print(f"{table}: {report}")  # noqa: T201

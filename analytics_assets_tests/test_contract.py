@@ -3,8 +3,8 @@
 from pathlib import Path
 
 from analytics_assets.sample_api import SampleApiServer
-from analytics_assets.sources.analytics import batches
-from analytics_assets.sources.analytics.helpers import conform_to, to_arrow
+from analytics_assets.sources.analytics import arrow_batches
+from analytics_assets.sources.analytics.helpers import conform_to
 from analytics_assets.sources.analytics.settings import SEED_TYPES
 from analytics_assets_tests.conftest import query, run_sync
 from analytics_assets_tests.test_http import failure_message
@@ -123,7 +123,7 @@ def test_arrow_tables_hold_the_seed_types_and_join_into_batches() -> None:
         [conform({"id": 4, "user_id": 7})],
     ]
 
-    tables = list(batches((to_arrow(page, columns) for page in pages), rows=3))
+    tables = list(arrow_batches(pages, columns, rows=3))
 
     assert [t.num_rows for t in tables] == [3, 1]
     first = tables[0]

@@ -7,6 +7,7 @@ only the few frames of the step that raised it.
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,8 +26,8 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def materialize(tmp_path: Path, **settings: str | None) -> str:
-    """Run the CLI with these settings on top of a working set-up; its whole output."""
+def cli_env(tmp_path: Path, **settings: str | None) -> dict[str, str]:
+    """The environment of a command line run: these settings over a temporary working set-up."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
     env |= {
         **FAST_RETRY_ENV,
@@ -39,7 +40,13 @@ def materialize(tmp_path: Path, **settings: str | None) -> str:
             env.pop(name, None)
         else:
             env[name] = value
-    (tmp_path / "home").mkdir()
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return env
+
+
+def materialize(tmp_path: Path, **settings: str | None) -> str:
+    """Run the CLI with these settings on top of a working set-up; its whole output."""
+    env = cli_env(tmp_path, **settings)
     done = subprocess.run(MATERIALIZE, cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode != 0, "the run did not fail"
     return done.stdout + done.stderr
@@ -210,3 +217,24 @@ def test_a_page_past_the_end_that_stalls_does_not_hold_the_process(
     assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
     assert stalled.times == 0, "page 3 was never asked for: the test proves nothing"
     assert time.monotonic() - started < stall / 2, "the process waited for the stalled page"
+
+
+def test_the_plain_dlt_command_loads_and_ends_a_failure_with_its_cause(
+    api: SampleApiServer, working: dict[str, str], tmp_path: Path
+) -> None:
+    """`python -m analytics_assets`: the same sync without a Dagster run, for debugging."""
+    command = [sys.executable, "-m", "analytics_assets"]
+    env = cli_env(tmp_path, **working, SOURCES__ANALYTICS__API_TOKEN=api.token)
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"tests: {{'rows_served': {len(api.account.tests)}, 'ghosts_removed': 0" in done.stdout
+    assert "RuntimeWarning" not in done.stderr
+
+    url = f"http://127.0.0.1:{closed_port()}"
+    env["SOURCES__ANALYTICS__BASE_URL"] = url
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert last_lines(done.stdout + done.stderr, 1) == (
+        f"ApiError: Cannot reach the analytics API at {url}: the connection was refused. Check "
+        f"SOURCES__ANALYTICS__BASE_URL (now {url})."
+    )

@@ -314,6 +314,38 @@ def test_no_worker_outlives_an_iteration_the_reader_stops() -> None:
     assert not workers_since(before)
 
 
+def test_a_reader_that_stops_frees_a_full_pager_and_asks_for_nothing_more() -> None:
+    """The pager waits for room with its queue full; the reader stops: both end, soon."""
+    before, lists = set(threading.enumerate()), FakeLists({"e": 320 * 8}, with_total=False)
+    pages = iter(ParallelPages(lists.fetch, ["e"], PAGE, 1))
+    next(pages)
+    deadline = time.monotonic() + 5
+    while len(lists.asked) < 10 and time.monotonic() < deadline:  # the queue holds 8 pages
+        time.sleep(0.01)
+
+    pages.close()
+    time.sleep(0.2)
+
+    asked = len(lists.asked)
+    assert asked < 15, "the pager went on paging for a reader that had stopped"
+    deadline = time.monotonic() + 5
+    while workers_since(before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not workers_since(before), "the pager or a worker outlived the iteration"
+    assert len(lists.asked) == asked
+
+
+def test_a_list_given_again_is_paged_once_while_open_and_anew_once_ended() -> None:
+    """The same list twice (an organization served twice): each listing is whole, none mixed."""
+    at_once, later = FakeLists({"d": 95}, with_total=False), FakeLists(SIZES, with_total=False)
+
+    twice = rows_of(ParallelPages(at_once.fetch, ["d", "d"], PAGE, 3))
+    again = rows_of(ParallelPages(later.fetch, ["d", "b", "d"], PAGE, 1))
+
+    assert sorted(twice) == [("d", i) for i in range(95)]
+    assert sorted(again) == sorted([("b", 0)] + [("d", i) for i in range(95)] * 2)
+
+
 def test_a_failing_list_of_lists_fails_the_iteration() -> None:
     """The lists come from a generator (each organization's projects): its error is the sync's."""
 

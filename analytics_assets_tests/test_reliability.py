@@ -9,6 +9,7 @@ them into the tests list: one dlt run extracts every list before it loads any.
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from analytics_assets.sample_api import Fault, ListChange, SampleApiServer
@@ -281,6 +282,22 @@ def test_an_empty_list_from_an_api_that_had_rows_is_not_taken_as_deletion(
     report = materialized(result)["tests"]
     assert (report["rows_served"], report["ghosts_removed"]) == (0, 0)
     assert "kept every row" in report["ghosts_note"]
+
+
+def test_a_row_without_a_load_id_no_longer_served_is_removed_and_counted(
+    env: SampleApiServer, warehouse: Path
+) -> None:
+    """Tests loaded before dlt put load ids on Arrow rows have none: the DELETE must see them."""
+    assert run_sync("tests").success
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("INSERT INTO analytics.tests (id, name) VALUES (999999, 'legacy')")
+
+    result = run_sync("tests")
+
+    assert 999999 not in loaded_ids(warehouse, "tests")
+    report = materialized(result)["tests"]
+    assert (report["ghosts_removed"], report["sample_ghost_ids"]) == (1, [999999])
+    assert report["dagster/row_count"] == len(env.account.tests)
 
 
 @pytest.mark.parametrize("with_count", [True, False], ids=["meta.count", "seed-contract"])

@@ -50,7 +50,7 @@ class AnalyticsTranslator(DagsterDltTranslator):
         return spec.replace_attributes(  # the description: the resource's docstring, dagster-dlt's
             key=asset_key(table),
             deps=[asset_key(UPSTREAM[table])] if table in UPSTREAM else [],
-            description=" ".join((spec.description or "").split()),  # one line in the catalog
+            description=" ".join((spec.description or "").split()) or None,  # on one line
             group_name=GROUP_NAME,
             freshness_policy=FRESHNESS,
             metadata={

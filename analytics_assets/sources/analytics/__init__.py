@@ -2,7 +2,7 @@
 
 The seed's endpoints, selectors, auth, retries and merge on `id`, as plain resources rather than
 `rest_api_source`: dlt fetches the pages of an endpoint one after another (dlt-hub/dlt#2844).
-docs/settings.md lists the settings; `python -m analytics_assets.pipeline` runs it with plain dlt.
+docs/settings.md lists the settings; `python -m analytics_assets` runs it with plain dlt.
 """
 
 import functools
@@ -121,7 +121,7 @@ def from_config(factory: Callable[..., T], **overrides: Any) -> T:
 # id once, so dlt need not deduplicate what it loads.
 MERGE: Any = {"disposition": "merge", "strategy": "delete-insert", "deduplicated": True}
 HINTS: dict[str, Any] = {"primary_key": "id", "max_table_nesting": 0, "write_disposition": MERGE}
-ARROW_ROWS = 256  # rows of the tests per Arrow table handed to dlt: less memory than more
+ARROW_ROWS = 256  # rows per Arrow table handed to dlt: bigger tables peak higher (performance.md)
 
 
 @dlt.source(name=s.SOURCE_NAME, max_table_nesting=0, schema_contract={"data_type": "freeze"})
@@ -164,16 +164,12 @@ def analytics(
         its list again tells which. What neither listing served goes after the load. `parent`:
         the column naming a row's list (NULL: one list); `scoped`: only these parents' rows count.
         """
-        types, ids = s.SEED_TYPES[table], seen[table]
-        conform = conform_to(table, types)
+        ids, conform = seen[table], conform_to(table, s.SEED_TYPES[table])
 
         def listing(parents: Iterable[Any], missing_ok: bool = False) -> Iterator[Any]:
-            for page in client().pages(map(list_of, parents), missing_ok):
-                fresh = [
-                    r for r in map(conform, page) if r["id"] not in ids and not ids.add(r["id"])
-                ]
-                # kilobyte scripts: dlt writes Arrow tables to parquet as it extracts
-                yield to_arrow(fresh, types) if table == s.TESTS else fresh
+            lists = [list_of(parent) for parent in parents]
+            for page in client().pages(lists, missing_ok):
+                yield [r for r in map(conform, page) if r["id"] not in ids and not ids.add(r["id"])]
 
         yield from listing(parents)
         yield from listing(unserved(table, parent, ids, parents if scoped else None), True)
@@ -215,8 +211,8 @@ def analytics(
             Listed by GET /loadtests/v2/tests?project_id= for each project (data selector
             k6-tests), paged.
             """
-            ids = [p["id"] for p in page]
-            yield from batches(served(s.TESTS, tests_of, ids, "project_id", scoped=True))
+            tests = served(s.TESTS, tests_of, [p["id"] for p in page], "project_id", scoped=True)
+            yield from arrow_batches(tests, s.SEED_TYPES[s.TESTS])
 
         return [organizations, projects, tests_per_project]
 
@@ -226,7 +222,7 @@ def analytics(
 
         Listed by GET /loadtests/v2/tests (data selector tests), paged.
         """
-        yield from batches(served(s.TESTS, tests_of, [None]))
+        yield from arrow_batches(served(s.TESTS, tests_of, [None]), s.SEED_TYPES[s.TESTS])
 
     return [organizations, projects, tests]
 
@@ -238,28 +234,27 @@ def unserved(
     by_parent: dict[Any, list[Any]] = defaultdict(list)
     if within is not None and not within:
         return by_parent
-    try:
-        with dlt.current.pipeline().sql_client() as client:
-            sql = f"SELECT id, {parent} FROM {client.make_qualified_table_name(table)}"
-            if within is not None:
-                sql += f" WHERE {parent} IN ({', '.join(['%s'] * len(within))})"
-            with client.execute_query(sql, *(within or ())) as cursor:
-                while rows := cursor.fetchmany(10_000):  # a 10x account is 120,000 rows
-                    for row_id, parent_id in rows:
-                        if row_id not in served:
-                            by_parent[parent_id].append(row_id)
-    except DatabaseUndefinedRelation:  # no such table yet
-        pass
+    with suppress(DatabaseUndefinedRelation), dlt.current.pipeline().sql_client() as client:
+        sql = f"SELECT id, {parent} FROM {client.make_qualified_table_name(table)}"
+        if within is not None:
+            sql += f" WHERE {parent} IN ({', '.join(['%s'] * len(within))})"
+        with client.execute_query(sql, *(within or ())) as cursor:
+            while rows := cursor.fetchmany(10_000):  # a 10x account is 120,000 rows
+                for row_id, parent_id in rows:
+                    if row_id not in served:
+                        by_parent[parent_id].append(row_id)
     return by_parent
 
 
-def batches(tables: Iterable[pa.Table], rows: int = ARROW_ROWS) -> Iterator[pa.Table]:
-    """Pages' tables joined into tables of `rows` rows or more: dlt takes each as one item."""
-    batch: list[pa.Table] = []
-    for table in tables:
-        batch.append(table)
-        if sum(map(len, batch)) >= rows:
-            yield pa.concat_tables(batch, promote_options="default").combine_chunks()
+def arrow_batches(
+    pages: Iterable[list[dict[str, Any]]], columns: dict[str, str], rows: int = ARROW_ROWS
+) -> Iterator[pa.Table]:
+    """Typed records as Arrow tables: dlt writes them to parquet as it extracts, no normalizing."""
+    batch: list[dict[str, Any]] = []
+    for page in pages:
+        batch += page
+        if len(batch) >= rows:
+            yield to_arrow(batch, columns)
             batch = []
-    if sum(map(len, batch)):
-        yield pa.concat_tables(batch, promote_options="default").combine_chunks()
+    if batch:
+        yield to_arrow(batch, columns)

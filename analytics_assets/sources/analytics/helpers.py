@@ -91,10 +91,8 @@ class ApiClient:
         else:
             return False
         attempt = self._attempts.n = self._attempts.n + 1  # this thread's request, in dlt's loop
-        if attempt < self.request_max_attempts:
-            wait = min(
-                self.request_max_retry_delay, self.request_backoff_factor * 2 ** (attempt - 1)
-            )
+        if attempt < self.request_max_attempts:  # dlt's wait: factor x 2^(n-1), capped
+            wait = min(self.request_max_retry_delay, self.request_backoff_factor * 2**attempt / 2)
             logger.warning(
                 f"GET {url} failed ({cause}): attempt {attempt} of {self.request_max_attempts}, "
                 f"trying again in {wait:g} s"

@@ -6,18 +6,20 @@ dlt fetches the pages of an endpoint one after another (dlt-hub/dlt#2844): reque
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from queue import Queue, SimpleQueue
+from queue import Empty, Queue, SimpleQueue
 from typing import Any
 
+READY_ROWS = 256  # rows per request in flight that may wait for the reader: 8 pages of 32
 
+
+@dataclass
 class PastTheEnd(Exception):
     """A 404 for a page after the first; `invalid_page` if its body is DRF's "Invalid page."."""
 
-    def __init__(self, error: Exception, invalid_page: bool) -> None:
-        super().__init__(str(error))
-        self.error, self.invalid_page = error, invalid_page
+    error: Exception
+    invalid_page: bool
 
 
 @dataclass
@@ -25,7 +27,7 @@ class ListPaging:
     """One list's pages, asked for and answered in any order.
 
     It ends at its first page that is not full (short, empty, a 404 past page 1, or the last its
-    total promises); an error before that fails the sync, an answer past it is dropped. Without a
+    total promises); an error before that fails the sync, one after it is dropped. Without a
     total, pages go up to `ahead` past the highest full one: a page held up holds up no other.
     """
 
@@ -130,14 +132,13 @@ class ParallelPages:
 
     def __iter__(self) -> Iterator[list[Any]]:
         """Each page's items, in the order the pages arrive."""
-        ready: Queue[Any] = Queue(maxsize=8 * self.concurrency)  # pages, then None or an error
+        room = max(2, READY_ROWS // self.size) * self.concurrency  # pages waiting for the reader
+        ready: Queue[Any] = Queue(maxsize=room)  # pages, then None or an error
         stop = threading.Event()
 
         def pager() -> None:
             try:
-                for items in self._paged():
-                    if stop.is_set():
-                        return
+                for items in self._paged(stop):
                     ready.put(items)
                 ready.put(None)
             except BaseException as error:  # the reader raises it
@@ -154,14 +155,14 @@ class ParallelPages:
             while not ready.empty():  # a pager waiting for room goes on, and sees `stop`
                 ready.get()
 
-    def _paged(self) -> Iterator[list[Any]]:
-        tasks: SimpleQueue[tuple[Any, int] | None] = SimpleQueue()
-        answers: SimpleQueue[tuple[Any, int, Any]] = SimpleQueue()
+    def _paged(self, stop: threading.Event) -> Iterator[list[Any]]:
+        tasks: SimpleQueue[tuple[Any, ListPaging, int] | None] = SimpleQueue()
+        answers: SimpleQueue[tuple[Any, ListPaging, int, Any]] = SimpleQueue()
 
         def work() -> None:
             while (task := tasks.get()) is not None:
                 try:
-                    answers.put((*task, self.fetch(*task)))
+                    answers.put((*task, self.fetch(task[0], task[2])))
                 except BaseException as error:  # its list decides whether it counts
                     answers.put((*task, error))
 
@@ -170,16 +171,19 @@ class ParallelPages:
         todo, active, out = iter(self.lists), dict[Any, ListPaging](), Counter[Any]()
 
         def ask() -> None:
-            while out.total() < self.concurrency and (spec := self._next(todo, active)):
-                active[spec].asked += 1
+            while not stop.is_set() and out.total() < self.concurrency:
+                if (spec := self._next(todo, active)) is None:
+                    return
+                paging = active[spec]
+                paging.asked += 1
                 out[spec] += 1
-                tasks.put((spec, active[spec].asked))
+                tasks.put((spec, paging, paging.asked))
 
         try:
             ask()
-            while active:
-                spec, number, answer = answers.get()
-                if (paging := active.get(spec)) is None:
+            while active and not stop.is_set():
+                spec, paging, number, answer = answers.get()
+                if active.get(spec) is not paging:
                     continue  # a page past the end of a list that has ended
                 out[spec] -= 1
                 if isinstance(answer, BaseException):
@@ -194,6 +198,9 @@ class ParallelPages:
                 if items:
                     yield items
         finally:
+            with suppress(Empty):  # what no worker took yet is not needed any more
+                while True:
+                    tasks.get_nowait()
             for _ in range(self.concurrency):
                 tasks.put(None)
 

@@ -13,8 +13,8 @@ PIPELINE_NAME: Final = "analytics_assets"
 DATASET_NAME: Final = "analytics"
 DEFAULT_DESTINATION: Final = "duckdb"
 # DuckDB's defaults, measured on kilobyte scripts (docs/performance.md): capped, a load spills to
-# `<file>.tmp` rather than grow with the account; zstd writes long strings 4x faster than DuckDB's
-# own pick, in half the file. Each key can be overridden in DUCKDB_CONFIG_SETTING.
+# `<file>.tmp` rather than grow with the account; zstd writes long strings faster, in a smaller
+# file. Each key can be overridden in DUCKDB_CONFIG_SETTING.
 DUCKDB_GLOBAL_CONFIG: Final = {
     "memory_limit": "64MB",
     "threads": 1,
@@ -64,9 +64,8 @@ PROJECTS: Final = "projects"
 TESTS: Final = "tests"
 RESOURCE_NAMES: Final = (ORGANIZATIONS, PROJECTS, TESTS)
 
-# `sources.analytics.dialect`: "seed" is the spec's contract; "k6" the public load-testing
-# cloud's legacy API behind it, with tests under `k6-tests` listed per project (`?project_id=`)
-# and an `Authorization: Token <token>` header.
+# "seed" is the spec's contract; "k6" the public load-testing cloud's legacy API behind it, with
+# tests under `k6-tests` listed per project (`?project_id=`), `Authorization: Token <token>`.
 DIALECTS: Final = {
     "seed": {"tests_key": "tests", "tests_per_project": False, "auth_scheme": "Bearer"},
     "k6": {"tests_key": "k6-tests", "tests_per_project": True, "auth_scheme": "Token"},
