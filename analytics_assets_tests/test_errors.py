@@ -224,7 +224,7 @@ def test_the_plain_dlt_command_loads_and_ends_a_failure_with_its_cause(
 ) -> None:
     """`python -m analytics_assets`: the same sync without a Dagster run, for debugging."""
     command = [sys.executable, "-m", "analytics_assets"]
-    env = cli_env(tmp_path, **working, SOURCES__ANALYTICS__API_TOKEN=api.token)
+    env = cli_env(tmp_path, **{**working, "SOURCES__ANALYTICS__API_TOKEN": api.token})
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"tests: {{'rows_served': {len(api.account.tests)}, 'ghosts_removed': 0" in done.stdout
