@@ -182,7 +182,7 @@ def run_variant(
             measurement.step_s = sync_step_seconds(dagster_home)
         except LookupError as exc:
             print(f"{variant.key}: no sync step timing: {exc}", flush=True)
-        if variant.capped:  # no row of their own for the step: it goes in their work column
+        if variant.capped or variant.long_scripts_1x:  # the step goes in their work column
             measurement.work_s = measurement.step_s
     if measurement.error:
         kept = Path(tempfile.mkdtemp(prefix=f"bench-failed-{variant.key}-"))
@@ -288,19 +288,22 @@ def plan(args: argparse.Namespace, variants: list[Variant]) -> list[Group]:
     says so. Last, the capped API on each `--cap-sizes` account, one-line scripts, no total.
     """
     plain = tuple(v for v in variants if not v.capped)
+    plain_keys = {v.key for v in plain}
     capped = tuple(v for v in variants if v.capped)
     contracts = [c for c in CONTRACTS if c in args.contracts]  # the headline first
     groups = []
     for size in args.sizes:
         for kb in args.shapes:
             skip_plain = size == TEN_X and kb != 0 and not args.plain_10x_all
+            not_run = {"a": PLAIN_10X_SKIPPED} if skip_plain and "a" in plain_keys else {}
             run = tuple(v for v in plain if not (skip_plain and v.key == "a"))
-            not_run = {"a": PLAIN_10X_SKIPPED} if len(run) < len(plain) else {}
+            run = tuple(v for v in run if not v.long_scripts_1x or (size != TEN_X and kb))
             for contract in contracts:
                 if contract == "total" and kb not in args.shapes_total:
                     continue
-                if plain:
-                    groups.append(Group(size, kb, contract, run, not_run=not_run))
+                here = tuple(v for v in run if not v.long_scripts_1x or contract == "seed")
+                if here:
+                    groups.append(Group(size, kb, contract, here, not_run=not_run))
     if capped and "seed" in contracts:
         groups += [Group(size, 0, "seed", capped, cap=API_CAP) for size in args.cap_sizes]
     return groups

@@ -34,7 +34,7 @@ OVER_CAP_LIMIT = 1.3
 # The time ratios of every table that is not capped: (numerator, denominator, kind, limit); a
 # limit of None is reported only. "work" is the floor's own timer or, for c2, Dagster's step
 # time; "wall" is the whole process, and (c1)'s includes Dagster's start-up, hence no limit.
-TIME_TARGETS = (("c2", "b", "work", 1.2), ("c1", "b", "wall", None))
+TIME_TARGETS = (("c2", "b", "work", 1.2), ("c1", "b", "wall", None), ("c2", "e", "work", 1.05))
 # The time ratios each table's "Time ratios" line shows (targets or not).
 RATIO_LINES = (("c1", "a", "wall"), ("c1", "b", "wall"), ("c2", "b", "work"))
 CONTRACTS = {
@@ -257,8 +257,8 @@ def _peak_rss(result: SizeResult, peak_1x: dict[tuple[str, float], float]) -> li
 def _step_seconds(result: SizeResult) -> list[Target]:
     """(c2)'s seconds with long scripts at 1x, reported only.
 
-    Why no limit: the issue's "(c1) no slower than 14.9 s" was measured against an API without
-    latency; this one waits its latency on every request, so the two numbers do not compare.
+    Why no limit: the issue's "no slower than 14.9 s" was measured against an API without
+    latency; (e), the same run with DuckDB at 256MB on this API, is the comparison instead.
     """
     m = result.ok_medians
     if not result.script_kb or result.scale == "10x" or "c2" not in m or m["c2"].work_s is None:
@@ -534,6 +534,9 @@ def _method_variants() -> list[str]:
         f"its own ({_project_duckdb_settings()}: `DUCKDB_GLOBAL_CONFIG` in "
         "`analytics_assets/sources/analytics/settings.py`), so a comparison with (b) includes "
         "that choice: a capped, one-thread load holds less memory and may take longer.",
+        "- (e) is (c1) with DuckDB's `memory_limit` at 256MB, the setting kilobyte scripts "
+        "once needed, run at 1x with long scripts and without a total only: the default must "
+        "be no slower (its step within 1.05x of (e)'s, the runs' noise).",
         f"- (d8) and (d3) are (c1) with `SOURCES__ANALYTICS__CONCURRENCY` 8 and 3, against a "
         f"sample API of their own started with `--concurrency-cap {API_CAP} --cap-retry-after "
         f"{API_CAP_RETRY_AFTER_S:g}`: asking for more than the API allows should cost little "
@@ -564,9 +567,9 @@ def _method_targets() -> list[str]:
         "and under the absolute limit of its shape as well.",
         f"  - *time (d8)/(d3) wall* <= {OVER_CAP_LIMIT:.2f}x on every capped account.",
         "  - *time (c2) step, seconds*, no limit: the step with long scripts at 1x. The "
-        "issue's limit for them, (c1) no slower than 14.9 s, was measured against an API "
-        "without latency; this one waits its latency on every request, so the two do not "
-        "compare, and the step (without Dagster's start-up) is the figure to follow.",
+        "issue's 14.9 s was measured against an API without latency; *time (c2) step/(e) "
+        "work* compares the default with the 256MB setting it was measured with, on this run's "
+        "API: <= 1.05x.",
         f"  - *start-up `{STARTUP_TARGET}`* <= {STARTUP_LIMIT_S} s.",
         "  - *runs*: a variant whose every run failed is a row of its own, not met.",
         "- (c1)/(a) ratios have no target; each table's *Time ratios* line shows them. Sizes "

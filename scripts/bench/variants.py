@@ -26,6 +26,8 @@ NO_TELEMETRY = {"RUNTIME__DLTHUB_TELEMETRY": "false"}
 SYNC_STEP_KEY = "analytics_dlt"
 # The over-cap variants: the sample API answers 429 (Retry-After 1 s) beyond 3 in flight.
 API_CAP = 3
+# (e): the DuckDB setting kilobyte scripts once needed, which the default must be no slower than.
+DUCKDB_256MB = '{"memory_limit": "256MB"}'
 API_CAP_RETRY_AFTER_S = 1.0
 
 
@@ -53,7 +55,8 @@ class Variant:
     `build` is None for a variant read out of another one's runs (`derived_from`); `capped`
     variants run against their own sample API with a concurrency cap (on `bench` and `small`,
     one-line scripts, without a total);
-    `dagster_run` variants leave a Dagster run whose sync step the bench times afterwards.
+    `dagster_run` variants leave a Dagster run whose sync step the bench times afterwards;
+    `long_scripts_1x` variants run only on the 1x account with long scripts, without a total.
     """
 
     key: str
@@ -62,6 +65,7 @@ class Variant:
     derived_from: str | None = None
     capped: bool = False
     dagster_run: bool = False
+    long_scripts_1x: bool = False
 
 
 def _seed_plain_dlt(ctx: RunContext) -> tuple[list[str], dict[str, str], Path]:
@@ -94,7 +98,7 @@ def _project_env(ctx: RunContext) -> dict[str, str]:
     )
 
 
-def _dagster_materialize(concurrency: int | None = None) -> Build:
+def _dagster_materialize(concurrency: int | None = None, duckdb_config: str = "") -> Build:
     """`dagster asset materialize` of everything, optionally with the sync's concurrency set."""
 
     def build(ctx: RunContext) -> tuple[list[str], dict[str, str], Path]:
@@ -103,6 +107,8 @@ def _dagster_materialize(concurrency: int | None = None) -> Build:
         env = {**_project_env(ctx), "DAGSTER_HOME": str(ctx.dagster_home)}
         if concurrency is not None:
             env["SOURCES__ANALYTICS__CONCURRENCY"] = str(concurrency)
+        if duckdb_config:
+            env["DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"] = duckdb_config
         return command, env, REPO
 
     return build
@@ -119,6 +125,13 @@ VARIANTS = (
         f"(c2) project: the sync step ({SYNC_STEP_KEY}, timed by Dagster inside c1)",
         None,
         derived_from="c1",
+    ),
+    Variant(
+        "e",
+        "(e) project (c1), DuckDB memory_limit 256MB",
+        _dagster_materialize(duckdb_config=DUCKDB_256MB),
+        dagster_run=True,
+        long_scripts_1x=True,
     ),
     Variant(
         "d8",
