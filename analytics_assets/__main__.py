@@ -1,6 +1,7 @@
 """`python -m analytics_assets`: one sync with plain dlt, no Dagster run: handy to debug."""
 
 from analytics_assets.pipeline import (
+    SyncProgress,
     loader_file_format,
     remove_ghosts,
     sync_settings,
@@ -9,7 +10,7 @@ from analytics_assets.pipeline import (
 )
 from analytics_assets.sources.analytics import analytics, from_config
 
-with warehouse_lock(print, "log") as pipeline, sync_settings():
+with warehouse_lock(print, SyncProgress()) as pipeline, sync_settings():
     source = from_config(analytics)
     try:
         print(pipeline.run(source, loader_file_format=loader_file_format(pipeline)))  # noqa: T201

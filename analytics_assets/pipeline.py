@@ -4,12 +4,13 @@ import fcntl  # Linux and macOS; the code location is not meant to run on Window
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any, Self
 
 import dlt
 from dlt.common.pipeline import get_dlt_pipelines_dir
-from dlt.common.runtime.collector import NULL_COLLECTOR
+from dlt.common.runtime.collector import NULL_COLLECTOR, LogCollector
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.pipeline.progress import TCollectorArg
 
@@ -36,6 +37,30 @@ def analytics_pipeline(progress: TCollectorArg = NULL_COLLECTOR, *, read_only: b
     return dlt.pipeline(
         s.PIPELINE_NAME, destination=duckdb, dataset_name=s.DATASET_NAME, progress=progress
     )
+
+
+def declared_pipeline() -> Any:
+    """The pipeline the definitions describe, in a dir of its own.
+
+    dlt wipes a pipeline's dir it finds without state, as a running sync's is for a moment.
+    """
+    return dlt.pipeline(
+        s.PIPELINE_NAME,
+        pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"),
+        destination=dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION,
+        dataset_name=s.DATASET_NAME,
+    )
+
+
+class SyncProgress(LogCollector):
+    """dlt's progress log, headed `Normalize analytics, the sync of <UTC time>`, not a load id."""
+
+    def __call__(self, step: str) -> Self:
+        """`Normalize analytics in 1796170436.817694` becomes `..., the sync of <UTC time>`."""
+        name, _, load_id = step.partition(" in ")
+        with suppress(ValueError):
+            step = f"{name}, the sync of {datetime.fromtimestamp(float(load_id), UTC):%F %T} UTC"
+        return super().__call__(step)
 
 
 def duckdb_credentials(pipeline: Any) -> Any:

@@ -4,18 +4,13 @@ dlt extracts every selected list before it loads any, so a fault in one list fai
 every table as the last good run left it. The checks run in a step of their own (`checks.py`).
 """
 
-import os
 from collections.abc import Iterator
-from contextlib import suppress
-from datetime import UTC, datetime, timedelta
-from typing import Any, Self
+from datetime import timedelta
+from typing import Any
 
 import dagster as dg
-import dlt
 from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
 from dagster_dlt.translator import DltResourceTranslatorData
-from dlt.common.pipeline import get_dlt_pipelines_dir
-from dlt.common.runtime.collector import LogCollector
 
 from analytics_assets import pipeline as sync
 from analytics_assets.sources.analytics import analytics, from_config, settings
@@ -69,29 +64,9 @@ DECLARED_SOURCE = analytics(
 )  # fmt: skip
 
 
-# dlt wipes a pipeline's dir it finds without state, as a running sync's is for a moment
-DECLARED_PIPELINE = dlt.pipeline(
-    settings.PIPELINE_NAME,
-    pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"),
-    destination=dlt.config.get("destination_type", str) or settings.DEFAULT_DESTINATION,
-    dataset_name=settings.DATASET_NAME,
-)
-
-
-class SyncProgress(LogCollector):
-    """dlt's progress log, headed `Normalize analytics, the sync of <UTC time>`, not a load id."""
-
-    def __call__(self, step: str) -> Self:
-        """`Normalize analytics in 1796170436.817694` becomes `..., the sync of <UTC time>`."""
-        name, _, load_id = step.partition(" in ")
-        with suppress(ValueError):
-            step = f"{name}, the sync of {datetime.fromtimestamp(float(load_id), UTC):%F %T} UTC"
-        return super().__call__(step)
-
-
 @dlt_assets(
     dlt_source=DECLARED_SOURCE,
-    dlt_pipeline=DECLARED_PIPELINE,
+    dlt_pipeline=sync.declared_pipeline(),
     name="analytics_dlt",
     dagster_dlt_translator=AnalyticsTranslator(),
     pool=WAREHOUSE_POOL,
@@ -100,7 +75,7 @@ def analytics_tables(
     context: dg.AssetExecutionContext, dlt: DagsterDltResource
 ) -> Iterator[Materialized]:
     """One dlt run over the selected tables; then the rows the API no longer serves go."""
-    progress = SyncProgress(5.0, context.log, dump_system_stats=False)
+    progress = sync.SyncProgress(5.0, context.log, dump_system_stats=False)
     with sync.warehouse_lock(context.log.info, progress) as pipeline, sync.sync_settings():
         try:
             results = list(
