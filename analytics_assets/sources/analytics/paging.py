@@ -4,7 +4,6 @@ dlt fetches the pages of an endpoint one after another (dlt-hub/dlt#2844): reque
 """
 
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -37,6 +36,11 @@ class ListPaging:
     end: int | None = None  # the last page, once every page up to it is answered
     total: int | None = None  # the list's length, when page 1 tells it
     answers: dict[int, int | BaseException] = field(default_factory=dict)  # rows, or the error
+
+    @property
+    def out(self) -> int:
+        """Pages asked for and not answered yet."""
+        return self.asked - self.full - len(self.answers)
 
     @property
     def promised(self) -> int | None:
@@ -83,8 +87,7 @@ class Pacer:
     def __init__(self, concurrency: int, probe_after: int = 32) -> None:
         self.concurrency = self.limit = concurrency
         self.probe_after, self.in_flight = probe_after, 0
-        self._streak, self._probing = 0, False
-        self._changed = threading.Condition()
+        self._streak, self._probing, self._changed = 0, False, threading.Condition()
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -168,15 +171,14 @@ class ParallelPages:
 
         for n in range(self.concurrency):
             threading.Thread(target=work, name=f"analytics-{n}", daemon=True).start()
-        todo, active, out = iter(self.lists), dict[Any, ListPaging](), Counter[Any]()
+        todo, active = iter(self.lists), dict[Any, ListPaging]()
 
         def ask() -> None:
-            while not stop.is_set() and out.total() < self.concurrency:
+            while not stop.is_set() and sum(p.out for p in active.values()) < self.concurrency:
                 if (spec := self._next(todo, active)) is None:
                     return
                 paging = active[spec]
                 paging.asked += 1
-                out[spec] += 1
                 tasks.put((spec, paging, paging.asked))
 
         try:
@@ -185,7 +187,6 @@ class ParallelPages:
                 spec, paging, number, answer = answers.get()
                 if active.get(spec) is not paging:
                     continue  # a page past the end of a list that has ended
-                out[spec] -= 1
                 if isinstance(answer, BaseException):
                     items = []
                     paging.receive(number, answer)  # raises if the list needs this page
@@ -193,7 +194,7 @@ class ParallelPages:
                     items, total = answer
                     paging.receive(number, len(items), total)
                 if paging.end is not None:
-                    del active[spec], out[spec]
+                    del active[spec]
                 ask()
                 if items:
                     yield items
