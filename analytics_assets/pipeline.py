@@ -1,6 +1,7 @@
 """The dlt pipeline of a sync, for Dagster and the command line: warehouse, lock, errors, ghosts."""
 
 import fcntl  # Linux and macOS; the code location is not meant to run on Windows
+import gc
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -25,17 +26,18 @@ class WarehouseLimitReached(Exception):
 def analytics_pipeline(progress: TCollectorArg = NULL_COLLECTOR, *, read_only: bool = False) -> Any:
     """The pipeline into dlt's `destination_type`; DuckDB gets our defaults for keys left unset."""
     destination = dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION
-    pipeline = dlt.pipeline(
-        s.PIPELINE_NAME, destination=destination, dataset_name=s.DATASET_NAME, progress=progress
-    )
+    pipeline = _pipeline(destination, progress)
     if (credentials := duckdb_credentials(pipeline)) is None:
         return pipeline
     credentials.global_config = {**s.DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
     # DuckDB opens a file that does not exist yet only to create it, read-write
     credentials.read_only = read_only and os.path.exists(credentials.database or "")
-    duckdb = dlt.destinations.duckdb(credentials=credentials)
+    return _pipeline(dlt.destinations.duckdb(credentials=credentials), progress)
+
+
+def _pipeline(destination: Any, progress: TCollectorArg) -> Any:
     return dlt.pipeline(
-        s.PIPELINE_NAME, destination=duckdb, dataset_name=s.DATASET_NAME, progress=progress
+        s.PIPELINE_NAME, destination=destination, dataset_name=s.DATASET_NAME, progress=progress
     )
 
 
@@ -100,8 +102,9 @@ def warehouse_lock(
         if (duckdb := duckdb_credentials(pipeline)) is None:
             yield pipeline
             return
-        with _flock(f"{duckdb.database}.lock", log, shared):
-            yield pipeline
+        with _flock(f"{duckdb.database}.lock", log, shared), pipeline.sql_client() as client:
+            # one connection for the whole sync, dlt's clients share it: else they open seven
+            yield _pipeline(dlt.destinations.duckdb(credentials=client.native_connection), progress)
 
 
 @contextmanager
@@ -125,13 +128,19 @@ class _NoArrowHintNotice(logging.Filter):
 
 @contextmanager
 def sync_settings() -> Iterator[None]:
-    """Settings of dlt for one sync: `_dlt_load_id` on Arrow rows too, no notice of the hint."""
+    """Settings of dlt for one sync: `_dlt_load_id` on Arrow rows too, no notice of the hint.
+
+    Python's full collections would walk the ~280,000 objects of the imports each time: frozen
+    for the sync, they are skipped (0.15 s of a 1x sync, docs/performance.md).
+    """
     notice, dlt_logger = _NoArrowHintNotice(), logging.getLogger("dlt")
     dlt_logger.addFilter(notice)
+    gc.freeze()
     try:
         with dlt.config.values({"normalize.parquet_normalizer.add_dlt_load_id": True}):
             yield
     finally:
+        gc.unfreeze()
         dlt_logger.removeFilter(notice)
 
 
