@@ -23,19 +23,9 @@ class WarehouseLimitReached(Exception):
     """The warehouse ran out of memory or disk; the message names the setting to raise."""
 
 
-def analytics_pipeline(progress: TCollectorArg = NULL_COLLECTOR, *, read_only: bool = False) -> Any:
-    """The pipeline into dlt's `destination_type`; DuckDB gets our defaults for keys left unset."""
-    destination = dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION
-    pipeline = _pipeline(destination, progress)
-    if (credentials := duckdb_credentials(pipeline)) is None:
-        return pipeline
-    credentials.global_config = {**s.DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
-    # DuckDB opens a file that does not exist yet only to create it, read-write
-    credentials.read_only = read_only and os.path.exists(credentials.database or "")
-    return _pipeline(dlt.destinations.duckdb(credentials=credentials), progress)
-
-
-def _pipeline(destination: Any, progress: TCollectorArg) -> Any:
+def analytics_pipeline(progress: TCollectorArg = NULL_COLLECTOR, destination: Any = None) -> Any:
+    """The pipeline into `destination`, by default dlt's `destination_type` (else DuckDB)."""
+    destination = destination or dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION
     return dlt.pipeline(
         s.PIPELINE_NAME, destination=destination, dataset_name=s.DATASET_NAME, progress=progress
     )
@@ -98,13 +88,25 @@ def warehouse_lock(
     """
     os.makedirs(get_dlt_pipelines_dir(), exist_ok=True)
     with _flock(os.path.join(get_dlt_pipelines_dir(), f"{s.PIPELINE_NAME}.lock"), log, shared):
-        pipeline = analytics_pipeline(progress, read_only=shared)
-        if (duckdb := duckdb_credentials(pipeline)) is None:
+        pipeline = analytics_pipeline(progress)
+        if (credentials := duckdb_credentials(pipeline)) is None:
             yield pipeline
             return
-        with _flock(f"{duckdb.database}.lock", log, shared), pipeline.sql_client() as client:
-            # one connection for the whole sync, dlt's clients share it: else they open seven
-            yield _pipeline(dlt.destinations.duckdb(credentials=client.native_connection), progress)
+        database = credentials.database
+        with _flock(f"{database}.lock", log, shared), _connect(credentials, shared) as connection:
+            yield analytics_pipeline(progress, dlt.destinations.duckdb(credentials=connection))
+
+
+def _connect(credentials: Any, read_only: bool) -> Any:
+    """One connection for the sync, which dlt's clients share (they would open seven, 0.1 s).
+
+    It has our defaults; dlt sets the user's `global_config` over them, after the extensions.
+    """
+    import duckdb  # here, not at the definitions' load: 0.17 s
+
+    # DuckDB opens a file that does not exist yet only to create it, read-write
+    read_only = read_only and os.path.exists(credentials.database)
+    return duckdb.connect(credentials.database, read_only, config=s.DUCKDB_GLOBAL_CONFIG)
 
 
 @contextmanager
@@ -155,12 +157,13 @@ def user_error(error: BaseException, pipeline: Any) -> Exception | None:
             return type(cause)(*cause.args)
         memory = cause if "Out of Memory Error" in str(cause) else memory  # the innermost
         cause = cause.__cause__ or cause.__context__
-    if memory is None or (duckdb := duckdb_credentials(pipeline)) is None:
+    if memory is None or (credentials := duckdb_credentials(pipeline)) is None:
         return None
+    now = {**s.DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
     return WarehouseLimitReached(
         f"DuckDB ran out of memory: {str(memory).splitlines()[0][:200]} A table whose load "
         f"failed keeps its rows of the last good sync. Raise memory_limit in "
-        f"{s.DUCKDB_CONFIG_SETTING} (now {duckdb.global_config}), e.g. "
+        f"{s.DUCKDB_CONFIG_SETTING} (now {now}), e.g. "
         f'{s.DUCKDB_CONFIG_SETTING}=\'{{"memory_limit": "1GB"}}\'.'
     )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from analytics_assets.pipeline import warehouse_lock
 from analytics_assets.sample_api import SampleApiServer, build_account
 from analytics_assets.sources.analytics.settings import DUCKDB_CONFIG_SETTING, DUCKDB_GLOBAL_CONFIG
 from analytics_assets_tests.conftest import FAST_RETRY_ENV, MATERIALIZE, REPO, point_sync_at, query
@@ -95,3 +96,15 @@ def test_a_warehouse_limit_reached_names_the_setting_and_loads_no_table_in_part(
     )
     assert len(names) == 1, "the tests table was loaded in part"
     assert DUCKDB_GLOBAL_CONFIG["memory_limit"] not in last_lines
+
+
+def test_a_sync_has_our_duckdb_defaults_under_the_users_settings(
+    warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DUCKDB_CONFIG_SETTING, '{"threads": 2}')
+
+    with warehouse_lock(print) as pipeline, pipeline.sql_client() as client:
+        names = ("memory_limit", "threads", "preserve_insertion_order", "force_compression")
+        got = client.execute_sql("SELECT " + ", ".join(f"current_setting('{n}')" for n in names))
+
+    assert got == [("61.0 MiB", 2, False, "zstd")]

@@ -1,5 +1,6 @@
 """A full sync loads exactly what the API served, with the seed's types, and merges on re-runs."""
 
+import gc
 import json
 import logging
 import re
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
+from analytics_assets.pipeline import sync_settings
 from analytics_assets.sample_api import SampleApiServer
 from analytics_assets.sources.analytics.settings import SCHEMA
 from analytics_assets_tests.conftest import query, run_sync
@@ -100,6 +102,16 @@ def test_a_clean_sync_logs_no_dlt_warnings(env: SampleApiServer) -> None:
         logging.getLogger("dlt").removeHandler(kept)
 
     assert [record.getMessage() for record in kept.records] == []
+
+
+def test_a_syncs_settings_of_the_process_end_with_it() -> None:
+    filters = list(logging.getLogger("dlt").filters)
+    with sync_settings():
+        assert gc.get_freeze_count() > 0  # the imports' objects, skipped by full collections
+        assert len(logging.getLogger("dlt").filters) == len(filters) + 1
+
+    assert gc.get_freeze_count() == 0
+    assert logging.getLogger("dlt").filters == filters
 
 
 def test_materializations_report_row_counts_and_schema(env: SampleApiServer) -> None:
