@@ -92,21 +92,29 @@ def warehouse_lock(
         if (credentials := duckdb_credentials(pipeline)) is None:
             yield pipeline
             return
-        database = credentials.database
-        with _flock(f"{database}.lock", log, shared), _connect(credentials, shared) as connection:
-            yield analytics_pipeline(progress, dlt.destinations.duckdb(credentials=connection))
+        with _flock(f"{credentials.database}.lock", log, shared):
+            yield from _one_connection(credentials, shared, progress)
 
 
-def _connect(credentials: Any, read_only: bool) -> Any:
-    """One connection for the sync, which dlt's clients share (they would open seven, 0.1 s).
+def _one_connection(credentials: Any, read_only: bool, progress: TCollectorArg) -> Iterator[Any]:
+    """The pipeline on one DuckDB connection, which dlt's clients share (else they open seven).
 
-    It has our defaults; dlt sets the user's `global_config` over them, after the extensions.
+    dlt's pool opens it with our defaults under the user's settings, and runs the user's
+    `statements` on it once: a pool of the shared connection would run them again.
     """
-    import duckdb  # here, not at the definitions' load: 0.17 s
-
+    credentials.global_config = {**s.DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
     # DuckDB opens a file that does not exist yet only to create it, read-write
-    read_only = read_only and os.path.exists(credentials.database)
-    return duckdb.connect(credentials.database, read_only, config=s.DUCKDB_GLOBAL_CONFIG)
+    credentials.read_only = read_only and os.path.exists(credentials.database)
+    pool = credentials.conn_pool
+    connection = pool.borrow_conn()
+    held = type(credentials)(connection, statements=[])
+    try:
+        yield analytics_pipeline(progress, dlt.destinations.duckdb(credentials=held))
+    except BaseException:
+        with suppress(Exception):  # DuckDB will not close under a job a 2nd Ctrl-C left running
+            pool.return_conn(connection)
+        raise
+    pool.return_conn(connection)
 
 
 @contextmanager
@@ -137,12 +145,15 @@ def sync_settings() -> Iterator[None]:
     """
     notice, dlt_logger = _NoArrowHintNotice(), logging.getLogger("dlt")
     dlt_logger.addFilter(notice)
-    gc.freeze()
+    freeze = gc.get_freeze_count() == 0  # a host's own freeze is not ours to undo
+    if freeze:
+        gc.freeze()
     try:
         with dlt.config.values({"normalize.parquet_normalizer.add_dlt_load_id": True}):
             yield
     finally:
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
         dlt_logger.removeFilter(notice)
 
 

@@ -101,10 +101,26 @@ def test_a_warehouse_limit_reached_names_the_setting_and_loads_no_table_in_part(
 def test_a_sync_has_our_duckdb_defaults_under_the_users_settings(
     warehouse: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(DUCKDB_CONFIG_SETTING, '{"threads": 2}')
+    monkeypatch.setenv(DUCKDB_CONFIG_SETTING, '{"threads": 2, "custom_user_agent": "acme"}')
+    # a statement that fails if run twice on one database: dlt's clients share the sync's
+    monkeypatch.setenv(
+        "DESTINATION__DUCKDB__CREDENTIALS__STATEMENTS", "[\"ATTACH ':memory:' AS x\"]"
+    )
+    names = ("memory_limit", "threads", "preserve_insertion_order", "custom_user_agent")
+    settings = "SELECT " + ", ".join(f"current_setting('{n}')" for n in names)
 
-    with warehouse_lock(print) as pipeline, pipeline.sql_client() as client:
-        names = ("memory_limit", "threads", "preserve_insertion_order", "force_compression")
-        got = client.execute_sql("SELECT " + ", ".join(f"current_setting('{n}')" for n in names))
+    with warehouse_lock(print) as pipeline:
+        with pipeline.sql_client() as client:
+            got = client.execute_sql(settings)
+        with pipeline.sql_client() as client:
+            attached = client.execute_sql(
+                "SELECT COUNT(*) FROM duckdb_databases() WHERE database_name = 'x'"
+            )
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__STATEMENTS")  # :memory: is read-write
+    with warehouse_lock(print, shared=True) as pipeline, pipeline.sql_client() as client:
+        mode = client.execute_sql("SELECT current_setting('access_mode')")
 
-    assert got == [("61.0 MiB", 2, False, "zstd")]
+    assert got == [("61.0 MiB", 2, False, "acme")]
+    assert attached == [(1,)]
+    assert mode == [("read_only",)]
+    assert query(warehouse, "SELECT 1") == [(1,)]  # closed: a reader can open the file

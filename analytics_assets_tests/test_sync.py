@@ -7,6 +7,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance
 
 from analytics_assets.pipeline import sync_settings
@@ -106,12 +107,20 @@ def test_a_clean_sync_logs_no_dlt_warnings(env: SampleApiServer) -> None:
 
 def test_a_syncs_settings_of_the_process_end_with_it() -> None:
     filters = list(logging.getLogger("dlt").filters)
-    with sync_settings():
+    with pytest.raises(RuntimeError, match="a failed sync"), sync_settings():
         assert gc.get_freeze_count() > 0  # the imports' objects, skipped by full collections
         assert len(logging.getLogger("dlt").filters) == len(filters) + 1
+        raise RuntimeError("a failed sync")
 
     assert gc.get_freeze_count() == 0
     assert logging.getLogger("dlt").filters == filters
+    gc.freeze()  # a host's own freeze stays
+    try:
+        with sync_settings():
+            pass
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_materializations_report_row_counts_and_schema(env: SampleApiServer) -> None:
