@@ -107,7 +107,7 @@ def _one_connection(credentials: Any, read_only: bool, progress: TCollectorArg) 
     credentials.read_only = read_only and os.path.exists(credentials.database)
     pool = credentials.conn_pool
     connection = pool.borrow_conn()
-    held = type(credentials)(connection, statements=[])
+    held = type(credentials)(connection, global_config=credentials.global_config, statements=[])
     try:
         yield analytics_pipeline(progress, dlt.destinations.duckdb(credentials=held))
     except BaseException:
@@ -170,11 +170,10 @@ def user_error(error: BaseException, pipeline: Any) -> Exception | None:
         cause = cause.__cause__ or cause.__context__
     if memory is None or (credentials := duckdb_credentials(pipeline)) is None:
         return None
-    now = {**s.DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
     return WarehouseLimitReached(
         f"DuckDB ran out of memory: {str(memory).splitlines()[0][:200]} A table whose load "
         f"failed keeps its rows of the last good sync. Raise memory_limit in "
-        f"{s.DUCKDB_CONFIG_SETTING} (now {now}), e.g. "
+        f"{s.DUCKDB_CONFIG_SETTING} (now {credentials.global_config}), e.g. "
         f'{s.DUCKDB_CONFIG_SETTING}=\'{{"memory_limit": "1GB"}}\'.'
     )
 
