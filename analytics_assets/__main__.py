@@ -11,8 +11,8 @@ from analytics_assets.pipeline import (
 from analytics_assets.sources.analytics import analytics, from_config
 
 with warehouse_lock(print, SyncProgress()) as pipeline, sync_settings():
-    source = from_config(analytics)
     try:
+        source = from_config(analytics)
         print(pipeline.run(source, loader_file_format=loader_file_format(pipeline)))  # noqa: T201
     except Exception as error:
         if (clear := user_error(error, pipeline)) is None:

@@ -23,11 +23,17 @@ class WarehouseLimitReached(Exception):
     """The warehouse ran out of memory or disk; the message names the setting to raise."""
 
 
-def analytics_pipeline(progress: TCollectorArg = NULL_COLLECTOR, destination: Any = None) -> Any:
+def analytics_pipeline(
+    progress: TCollectorArg = NULL_COLLECTOR, destination: Any = None, pipelines_dir: Any = None
+) -> Any:
     """The pipeline into `destination`, by default dlt's `destination_type` (else DuckDB)."""
     destination = destination or dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION
     return dlt.pipeline(
-        s.PIPELINE_NAME, destination=destination, dataset_name=s.DATASET_NAME, progress=progress
+        s.PIPELINE_NAME,
+        pipelines_dir=pipelines_dir,
+        destination=destination,
+        dataset_name=s.DATASET_NAME,
+        progress=progress,
     )
 
 
@@ -36,12 +42,7 @@ def declared_pipeline() -> Any:
 
     dlt wipes a pipeline's dir it finds without state, as a running sync's is for a moment.
     """
-    return dlt.pipeline(
-        s.PIPELINE_NAME,
-        pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"),
-        destination=dlt.config.get("destination_type", str) or s.DEFAULT_DESTINATION,
-        dataset_name=s.DATASET_NAME,
-    )
+    return analytics_pipeline(pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"))
 
 
 class SyncProgress(LogCollector):
@@ -93,14 +94,17 @@ def warehouse_lock(
             yield pipeline
             return
         with _flock(f"{credentials.database}.lock", log, shared):
-            yield from _one_connection(credentials, shared, progress)
+            yield from _one_connection(credentials, shared, progress, log)
 
 
-def _one_connection(credentials: Any, read_only: bool, progress: TCollectorArg) -> Iterator[Any]:
+def _one_connection(
+    credentials: Any, read_only: bool, progress: TCollectorArg, log: Callable[[str], None]
+) -> Iterator[Any]:
     """The pipeline on one DuckDB connection, which dlt's clients share (else they open seven).
 
-    dlt's pool opens it with our defaults under the user's settings, and runs the user's
-    `statements` on it once: a pool of the shared connection would run them again.
+    dlt's pool opens it with our defaults under the user's settings; the user's `statements` run
+    on it once, as each pool of the shared connection would run them again (its settings and
+    extensions it sets again, harmlessly).
     """
     credentials.global_config = {**s.DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
     # DuckDB opens a file that does not exist yet only to create it, read-write
@@ -111,8 +115,10 @@ def _one_connection(credentials: Any, read_only: bool, progress: TCollectorArg) 
     try:
         yield analytics_pipeline(progress, dlt.destinations.duckdb(credentials=held))
     except BaseException:
-        with suppress(Exception):  # DuckDB will not close under a job a 2nd Ctrl-C left running
+        try:  # DuckDB will not close under a job a 2nd Ctrl-C left running: the error is the news
             pool.return_conn(connection)
+        except Exception as error:
+            log(f"{credentials.database} may stay open until this process ends: {error}")
         raise
     pool.return_conn(connection)
 

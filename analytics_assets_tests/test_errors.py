@@ -252,3 +252,10 @@ def test_the_plain_dlt_command_loads_and_ends_a_failure_with_its_cause(
         f"ApiError: Cannot reach the analytics API at {url}: the connection was refused. Check "
         f"SOURCES__ANALYTICS__BASE_URL (now {url})."
     )
+
+    env["SOURCES__ANALYTICS__PAGE_SIZE"] = "many"
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert last_lines(done.stdout + done.stderr, 1) == (
+        "SettingError: SOURCES__ANALYTICS__PAGE_SIZE is 'many', not a whole number."
+    )

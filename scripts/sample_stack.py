@@ -13,7 +13,7 @@ import sys
 
 from dagster import DagsterInstance
 
-from analytics_assets.pipeline import analytics_pipeline, duckdb_credentials
+from analytics_assets.pipeline import duckdb_credentials, warehouse_lock
 from analytics_assets.sample_api import SampleApiServer, build_account
 from analytics_assets.sources.analytics.settings import RESOURCE_NAMES
 
@@ -43,16 +43,15 @@ def demo(server: SampleApiServer) -> int:
     if code:
         print(f"The sync failed (exit {code}); the lines above say why.", file=sys.stderr)
         return code
-    pipeline = analytics_pipeline()
-    where = f"{pipeline.destination.destination_name}, dataset {pipeline.dataset_name}"
-    print(f"\nLoaded into {where}:")
-    with pipeline.sql_client() as client:
+    with warehouse_lock(print, shared=True) as pipeline, pipeline.sql_client() as client:
+        where = f"{pipeline.destination.destination_name}, dataset {pipeline.dataset_name}"
+        print(f"\nLoaded into {where}:")
         for table in RESOURCE_NAMES:
             (count,) = client.execute_sql(
                 f"SELECT COUNT(*) FROM {client.make_qualified_table_name(table)}"
             )[0]
             print(f"  {pipeline.dataset_name}.{table:<14} {count:>6} rows")
-    duckdb = duckdb_credentials(pipeline)
+        duckdb = duckdb_credentials(pipeline)
     if duckdb is not None:
         print(f"\nThe warehouse file: {duckdb.database}. Query it with:")
         print(
