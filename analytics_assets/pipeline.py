@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 import dlt
+import duckdb
+import pyarrow as pa
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR, LogCollector
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
@@ -102,25 +104,46 @@ def _one_connection(
 ) -> Iterator[Any]:
     """The pipeline on one DuckDB connection, which dlt's clients share (else they open seven).
 
-    dlt's pool opens it with our defaults under the user's settings; the user's `statements` run
-    on it once, as each pool of the shared connection would run them again (its settings and
-    extensions it sets again, harmlessly).
+    The file is attached with small row groups: DuckDB then writes a load's rows to disk as they
+    come instead of holding up to 122,880 of them in memory (docs/performance.md). The user's
+    settings go over our defaults; their `statements` run once.
     """
-    credentials.global_config = {**s.DUCKDB_GLOBAL_CONFIG, **(credentials.global_config or {})}
+    path = credentials.database
+    config = {"temp_directory": f"{path}.tmp", **s.DUCKDB_GLOBAL_CONFIG}
+    config.update(credentials.global_config or {})
     # DuckDB opens a file that does not exist yet only to create it, read-write
-    credentials.read_only = read_only and os.path.exists(credentials.database)
-    pool = credentials.conn_pool
-    connection = pool.borrow_conn()
-    held = type(credentials)(connection, global_config=credentials.global_config, statements=[])
+    mode = ", READ_ONLY" if read_only and os.path.exists(path) else ""
+    connection = duckdb.connect(config=config)
     try:
+        # the name DuckDB gives a file it opens; attached, the file gets DuckDB's storage options
+        alias = os.path.basename(path).split(".")[0].replace('"', '""')
+        options = f"ROW_GROUP_SIZE {s.DUCKDB_ROW_GROUP_SIZE}{mode}"
+        connection.execute(f'ATTACH $1 AS "{alias}" ({options})', [path])
+        connection.execute(f'USE "{alias}"')
+        connection.execute("DETACH memory")  # dlt's clients, copies of this one, start in the file
+        for extension in credentials.extensions or ():
+            connection.load_extension(extension)
+        for statement in credentials.statements or ():
+            connection.execute(statement)
+        # dlt sets these again on the connection: DuckDB refuses to move a used temp_directory
+        settings = {name: value for name, value in config.items() if name != "temp_directory"}
+        held = type(credentials)(
+            connection,
+            extensions=[],
+            statements=[],  # not None: dlt would read them from the settings and run them again
+            global_config=settings,
+            pragmas=credentials.pragmas,
+            local_config=credentials.local_config,
+            session_timezone=credentials.session_timezone,
+        )
         yield analytics_pipeline(progress, dlt.destinations.duckdb(credentials=held))
     except BaseException:
         try:  # DuckDB will not close under a job a 2nd Ctrl-C left running: the error is the news
-            pool.return_conn(connection)
+            connection.close()
         except Exception as error:
-            log(f"{credentials.database} may stay open until this process ends: {error}")
+            log(f"{path} may stay open until this process ends: {error}")
         raise
-    pool.return_conn(connection)
+    connection.close()
 
 
 @contextmanager
@@ -147,17 +170,21 @@ def sync_settings() -> Iterator[None]:
     """Settings of dlt for one sync: `_dlt_load_id` on Arrow rows too, no notice of the hint.
 
     Python's full collections would walk the ~280,000 objects of the imports each time: frozen
-    for the sync, they are skipped (0.15 s of a 1x sync, docs/performance.md).
+    for the sync, they are skipped (0.15 s of a 1x sync). Arrow's default pool, mimalloc, holds
+    ~15 MB for the ~2 MB the sync's Arrow tables need; malloc's does not (docs/performance.md).
     """
     notice, dlt_logger = _NoArrowHintNotice(), logging.getLogger("dlt")
     dlt_logger.addFilter(notice)
     freeze = gc.get_freeze_count() == 0  # a host's own freeze is not ours to undo
     if freeze:
         gc.freeze()
+    pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
     try:
         with dlt.config.values({"normalize.parquet_normalizer.add_dlt_load_id": True}):
             yield
     finally:
+        pa.set_memory_pool(pool)
         if freeze:
             gc.unfreeze()
         dlt_logger.removeFilter(notice)
