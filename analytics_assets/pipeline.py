@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 import dlt
-import duckdb
 import pyarrow as pa
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR, LogCollector
@@ -113,20 +112,26 @@ def _one_connection(
     config.update(credentials.global_config or {})
     # DuckDB opens a file that does not exist yet only to create it, read-write
     mode = ", READ_ONLY" if read_only and os.path.exists(path) else ""
+    import duckdb  # here, not at the top: 0.14 s that loading the definitions does not need
+
     connection = duckdb.connect(config=config)
     try:
-        # the name DuckDB gives a file it opens; attached, the file gets DuckDB's storage options
-        alias = os.path.basename(path).split(".")[0].replace('"', '""')
+        # attached, the file takes storage options; DuckDB names it as when it opens it, but
+        # `memory` is taken here: memory_db, as DuckDB's own temp_db and system_db
+        alias = " AS memory_db" if os.path.basename(path).split(".")[0] == "memory" else ""
         options = f"ROW_GROUP_SIZE {s.DUCKDB_ROW_GROUP_SIZE}{mode}"
-        connection.execute(f'ATTACH $1 AS "{alias}" ({options})', [path])
-        connection.execute(f'USE "{alias}"')
+        connection.execute(f"ATTACH $1{alias} ({options})", [path])
+        sql = "SELECT database_name FROM duckdb_databases() WHERE path IS NOT NULL"
+        ((name,),) = connection.execute(sql).fetchall()
+        escaped = name.replace('"', '""')
+        connection.execute(f'USE "{escaped}"')
         connection.execute("DETACH memory")  # dlt's clients, copies of this one, start in the file
         for extension in credentials.extensions or ():
             connection.load_extension(extension)
         for statement in credentials.statements or ():
             connection.execute(statement)
         # dlt sets these again on the connection: DuckDB refuses to move a used temp_directory
-        settings = {name: value for name, value in config.items() if name != "temp_directory"}
+        settings = {key: value for key, value in config.items() if key != "temp_directory"}
         held = type(credentials)(
             connection,
             extensions=[],

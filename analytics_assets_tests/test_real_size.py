@@ -126,10 +126,10 @@ def test_a_sync_has_our_duckdb_defaults_under_the_users_settings(
     monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__STATEMENTS")  # :memory: is read-write
     with warehouse_lock(print, shared=True) as pipeline, pipeline.sql_client() as client:
         mode = client.execute_sql(
-            "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+            "SELECT database_name, readonly FROM duckdb_databases() WHERE path IS NOT NULL"
         )
 
     assert got == [("61.0 MiB", 2, False, "acme")]
     assert attached == [(1,)]
-    assert mode == [(True,)]
+    assert mode == [("warehouse", True)]  # the file, named as DuckDB names it, and no other
     assert query(warehouse, "SELECT 1") == [(1,)]  # closed: a reader can open the file
