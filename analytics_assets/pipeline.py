@@ -19,6 +19,9 @@ from dlt.pipeline.progress import TCollectorArg
 from analytics_assets.sources.analytics import settings as s
 from analytics_assets.sources.analytics.helpers import ApiError, ContractViolation, SettingError
 
+# DuckDB holds a table's new rows in memory until a row group fills: 4,096 of them, not 122,880
+ROW_GROUP_SIZE = 4096
+
 
 class WarehouseLimitReached(Exception):
     """The warehouse ran out of memory or disk; the message names the setting to raise."""
@@ -104,8 +107,8 @@ def _one_connection(
     """The pipeline on one DuckDB connection, which dlt's clients share (else they open seven).
 
     The file is attached with small row groups: DuckDB then writes a load's rows to disk as they
-    come instead of holding up to 122,880 of them in memory (docs/performance.md). The user's
-    settings go over our defaults; their `statements` run once.
+    come instead of holding up to 122,880 of them in memory (docs/performance.md, *Memory*). The
+    user's settings go over our defaults; their `statements` run once.
     """
     path = credentials.database
     config = {"temp_directory": f"{path}.tmp", **s.DUCKDB_GLOBAL_CONFIG}
@@ -114,12 +117,15 @@ def _one_connection(
     mode = ", READ_ONLY" if read_only and os.path.exists(path) else ""
     import duckdb  # here, not at the top: 0.14 s that loading the definitions does not need
 
-    connection = duckdb.connect(config=config)
+    # what DuckDB takes only when it opens; dlt sets the rest after the user's extensions load
+    opening = {key: config[key] for key in ("temp_directory", "custom_user_agent") if key in config}
+    connection = duckdb.connect(config=opening)
     try:
         # attached, the file takes storage options; DuckDB names it as when it opens it, but
         # `memory` is taken here: memory_db, as DuckDB's own temp_db and system_db
-        alias = " AS memory_db" if os.path.basename(path).split(".")[0] == "memory" else ""
-        options = f"ROW_GROUP_SIZE {s.DUCKDB_ROW_GROUP_SIZE}{mode}"
+        stem = os.path.basename(path).split(".")[0].lower()
+        alias = " AS memory_db" if stem == "memory" else ""
+        options = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}{mode}"
         connection.execute(f"ATTACH $1{alias} ({options})", [path])
         sql = "SELECT database_name FROM duckdb_databases() WHERE path IS NOT NULL"
         ((name,),) = connection.execute(sql).fetchall()
@@ -175,8 +181,9 @@ def sync_settings() -> Iterator[None]:
     """Settings of dlt for one sync: `_dlt_load_id` on Arrow rows too, no notice of the hint.
 
     Python's full collections would walk the ~280,000 objects of the imports each time: frozen
-    for the sync, they are skipped (0.15 s of a 1x sync). Arrow's default pool, mimalloc, holds
-    ~15 MB for the ~2 MB the sync's Arrow tables need; malloc's does not (docs/performance.md).
+    for the sync, they are skipped (0.15 s of a 1x sync). For the ~2 MB of Arrow tables a sync
+    holds at once, Arrow's default pool, mimalloc, keeps ~10 MB more than malloc's does
+    (docs/performance.md).
     """
     notice, dlt_logger = _NoArrowHintNotice(), logging.getLogger("dlt")
     dlt_logger.addFilter(notice)

@@ -11,13 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from analytics_assets.pipeline import warehouse_lock
+from analytics_assets.pipeline import ROW_GROUP_SIZE, warehouse_lock
 from analytics_assets.sample_api import SampleApiServer, build_account
-from analytics_assets.sources.analytics.settings import (
-    DUCKDB_CONFIG_SETTING,
-    DUCKDB_GLOBAL_CONFIG,
-    DUCKDB_ROW_GROUP_SIZE,
-)
+from analytics_assets.sources.analytics.settings import DUCKDB_CONFIG_SETTING, DUCKDB_GLOBAL_CONFIG
 from analytics_assets_tests.conftest import FAST_RETRY_ENV, MATERIALIZE, REPO, point_sync_at, query
 from analytics_assets_tests.test_postgres import OnPostgres, run_job
 from analytics_assets_tests.test_postgres import pg as pg
@@ -67,7 +63,7 @@ def test_kilobyte_scripts_load_exactly_on_duckdb_with_the_defaults(
     ]
     # written in groups of 4,096 rows as the load went, not held to DuckDB's 122,880 in memory
     groups = "SELECT COUNT(DISTINCT row_group_id) FROM pragma_storage_info('analytics.tests')"
-    assert query(warehouse, groups) == [(-(-len(big_api.account.tests) // DUCKDB_ROW_GROUP_SIZE),)]
+    assert query(warehouse, groups) == [(-(-len(big_api.account.tests) // ROW_GROUP_SIZE),)]
 
 
 def test_kilobyte_scripts_load_exactly_on_postgres(
@@ -114,6 +110,7 @@ def test_a_sync_has_our_duckdb_defaults_under_the_users_settings(
         "DESTINATION__DUCKDB__CREDENTIALS__STATEMENTS", "[\"ATTACH ':memory:' AS x\"]"
     )
     names = ("memory_limit", "threads", "preserve_insertion_order", "custom_user_agent")
+    names += ("temp_directory",)  # beside the file, as DuckDB's own default for it
     settings = "SELECT " + ", ".join(f"current_setting('{n}')" for n in names)
 
     with warehouse_lock(print) as pipeline:
@@ -129,7 +126,7 @@ def test_a_sync_has_our_duckdb_defaults_under_the_users_settings(
             "SELECT database_name, readonly FROM duckdb_databases() WHERE path IS NOT NULL"
         )
 
-    assert got == [("61.0 MiB", 2, False, "acme")]
+    assert got == [("61.0 MiB", 2, False, "acme", f"{warehouse}.tmp")]
     assert attached == [(1,)]
     assert mode == [("warehouse", True)]  # the file, named as DuckDB names it, and no other
     assert query(warehouse, "SELECT 1") == [(1,)]  # closed: a reader can open the file

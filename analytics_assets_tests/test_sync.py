@@ -7,6 +7,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from dagster import DagsterInstance
 
@@ -106,13 +107,15 @@ def test_a_clean_sync_logs_no_dlt_warnings(env: SampleApiServer) -> None:
 
 
 def test_a_syncs_settings_of_the_process_end_with_it() -> None:
-    filters = list(logging.getLogger("dlt").filters)
+    filters, pool = list(logging.getLogger("dlt").filters), pa.default_memory_pool().backend_name
     with pytest.raises(RuntimeError, match="a failed sync"), sync_settings():
         assert gc.get_freeze_count() > 0  # the imports' objects, skipped by full collections
         assert len(logging.getLogger("dlt").filters) == len(filters) + 1
+        assert pa.default_memory_pool().backend_name == "system"
         raise RuntimeError("a failed sync")
 
     assert gc.get_freeze_count() == 0
+    assert pa.default_memory_pool().backend_name == pool != "system"
     assert logging.getLogger("dlt").filters == filters
     gc.freeze()  # a host's own freeze stays
     try:

@@ -21,7 +21,6 @@ DUCKDB_GLOBAL_CONFIG: Final = {
     "preserve_insertion_order": False,
     "force_compression": "zstd",
 }
-DUCKDB_ROW_GROUP_SIZE: Final = 4096
 DUCKDB_CONFIG_SETTING: Final = "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG"
 
 # The placeholders of `.dlt/config.toml` and `.dlt/example.secrets.toml`: a sync refuses them.
