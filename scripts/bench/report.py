@@ -532,8 +532,10 @@ def _method_variants() -> list[str]:
         "check, with the repo's `deploy/local/dagster.yaml` in a Dagster instance initialized "
         "before timing), at the default concurrency of 4. The project sets DuckDB defaults of "
         f"its own ({_project_duckdb_settings()}: `DUCKDB_GLOBAL_CONFIG` in "
-        "`analytics_assets/sources/analytics/settings.py`), so a comparison with (b) includes "
-        "that choice: a capped, one-thread load holds less memory and may take longer.",
+        "`analytics_assets/sources/analytics/settings.py`), and attaches the file with row "
+        "groups of 4,096 rows (`ROW_GROUP_SIZE` in `analytics_assets/pipeline.py`), so a "
+        "comparison with (b) includes those choices: a capped, one-thread load holds less "
+        "memory and may take longer.",
         "- (e) is (c1) with DuckDB's `memory_limit` at 256MB, the setting kilobyte scripts "
         "once needed, run at 1x with long scripts and without a total only: the default must "
         "be no slower (its step within 1.05x of (e)'s, the runs' noise).",
