@@ -110,13 +110,13 @@ def _one_connection(
     come instead of holding up to 122,880 of them in memory (docs/performance.md, *Memory*). The
     user's settings go over our defaults; their `statements` run once.
     """
+    import duckdb  # here, not at the top: 0.14 s that loading the definitions does not need
+
     path = credentials.database
     config = {"temp_directory": f"{path}.tmp", **s.DUCKDB_GLOBAL_CONFIG}
     config.update(credentials.global_config or {})
     # DuckDB opens a file that does not exist yet only to create it, read-write
     mode = ", READ_ONLY" if read_only and os.path.exists(path) else ""
-    import duckdb  # here, not at the top: 0.14 s that loading the definitions does not need
-
     # what DuckDB takes only when it opens; dlt sets the rest after the user's extensions load
     opening = {key: config[key] for key in ("temp_directory", "custom_user_agent") if key in config}
     connection = duckdb.connect(config=opening)
