@@ -117,7 +117,7 @@ def _one_connection(
     config.update(credentials.global_config or {})
     # DuckDB opens a file that does not exist yet only to create it, read-write
     mode = ", READ_ONLY" if read_only and os.path.exists(path) else ""
-    # what DuckDB takes only when it opens; dlt sets the rest after the user's extensions load
+    # what DuckDB takes only when it opens; the rest is set after the user's extensions load
     opening = {key: config[key] for key in ("temp_directory", "custom_user_agent") if key in config}
     connection = duckdb.connect(config=opening)
     try:
@@ -134,10 +134,12 @@ def _one_connection(
         connection.execute("DETACH memory")  # dlt's clients, copies of this one, start in the file
         for extension in credentials.extensions or ():
             connection.load_extension(extension)
+        # the rest before the user's statements, as dlt's pool does; dlt's clients set them again
+        settings = {key: value for key, value in config.items() if key not in opening}
+        for key, value in settings.items():
+            connection.execute(f"SET GLOBAL {key} = ?", [value])
         for statement in credentials.statements or ():
             connection.execute(statement)
-        # dlt sets these again on the connection: DuckDB refuses to move a used temp_directory
-        settings = {key: value for key, value in config.items() if key != "temp_directory"}
         held = type(credentials)(
             connection,
             extensions=[],

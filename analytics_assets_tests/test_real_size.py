@@ -105,9 +105,11 @@ def test_a_sync_has_our_duckdb_defaults_under_the_users_settings(
     warehouse: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(DUCKDB_CONFIG_SETTING, '{"threads": 2, "custom_user_agent": "acme"}')
-    # a statement that fails if run twice on one database: dlt's clients share the sync's
+    # a statement that fails if run twice on one database (dlt's clients share the sync's),
+    # then one that sees the settings in force, as under dlt's own pool
+    seen = "CREATE TABLE x.seen AS SELECT current_setting('memory_limit') AS cap"
     monkeypatch.setenv(
-        "DESTINATION__DUCKDB__CREDENTIALS__STATEMENTS", "[\"ATTACH ':memory:' AS x\"]"
+        "DESTINATION__DUCKDB__CREDENTIALS__STATEMENTS", f'["ATTACH \':memory:\' AS x", "{seen}"]'
     )
     names = ("memory_limit", "threads", "preserve_insertion_order", "custom_user_agent")
     names += ("temp_directory",)  # beside the file, as DuckDB's own default for it
@@ -120,6 +122,7 @@ def test_a_sync_has_our_duckdb_defaults_under_the_users_settings(
             attached = client.execute_sql(
                 "SELECT COUNT(*) FROM duckdb_databases() WHERE database_name = 'x'"
             )
+            statement_saw = client.execute_sql("SELECT cap FROM x.seen")
     monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__STATEMENTS")  # :memory: is read-write
     with warehouse_lock(print, shared=True) as pipeline, pipeline.sql_client() as client:
         mode = client.execute_sql(
@@ -128,5 +131,6 @@ def test_a_sync_has_our_duckdb_defaults_under_the_users_settings(
 
     assert got == [("61.0 MiB", 2, False, "acme", f"{warehouse}.tmp")]
     assert attached == [(1,)]
+    assert statement_saw == [("61.0 MiB",)]
     assert mode == [("warehouse", True)]  # the file, named as DuckDB names it, and no other
     assert query(warehouse, "SELECT 1") == [(1,)]  # closed: a reader can open the file
