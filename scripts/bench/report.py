@@ -24,10 +24,12 @@ from bench.variants import API_CAP, API_CAP_RETRY_AFTER_S, SYNC_STEP_KEY
 RSS_LIMIT_ONE_LINE_MB = 350.0
 RSS_LIMIT_PER_SCRIPT_KIB_MB = 50.0
 RSS_GROWTH_10X = 1.2
-STARTUP_LIMIT_S = 2.0
-# The issue's target is importing the package *and building defs*; the package import alone is
-# lazy (PEP 562) and would measure nothing.
+# Issue 4's start-up: "importing analytics_assets and building defs takes <= 1.5 s", timed until
+# `defs` is built; the interpreter's teardown after it is reported beside it.
+STARTUP_LIMIT_S = 1.5
 STARTUP_TARGET = "from analytics_assets import defs"
+STARTUP_BUILT = "until `defs` is built"
+STARTUP_EXITED = "until the process has exited"
 # Requests in flight: the project's default SOURCES__ANALYTICS__CONCURRENCY and the floor's pool.
 CONCURRENCY = 4
 OVER_CAP_LIMIT = 1.3
@@ -287,7 +289,7 @@ def targets(results: list[SizeResult], startup_s: float | None) -> list[Target]:
     if startup_s is not None:
         out.append(
             Target(
-                f"start-up `{STARTUP_TARGET}`",
+                f"start-up `{STARTUP_TARGET}`, {STARTUP_BUILT}",
                 "-",
                 "-",
                 "-",
@@ -499,12 +501,13 @@ def _method_measures(startup: dict[str, float], startup_runs: int) -> list[str]:
         "a process per step). `os.wait4`'s `ru_maxrss` (the *largest process*) only gives the "
         "largest single process, so it would under-report a multi-process run; a 50 ms poll "
         "can miss a shorter spike, so the larger of the two is the figure.",
-        f"- **Start-up**: `python -c CODE` from the repo root, median of {startup_runs} after "
-        "one warm-up: "
-        + "; ".join(f"`{code}` {seconds:.2f} s" for code, seconds in startup.items())
-        + f". The target is on `{STARTUP_TARGET}`: importing the package and building "
-        "`defs`, what `dagster` waits for before it can do anything (the package's "
-        "`__init__` builds `defs`, so the two measure the same work).",
+        f"- **Start-up**: `python -c '{STARTUP_TARGET}'` from the repo root, median of "
+        f"{startup_runs} after one warm-up, timed from spawning it: "
+        + "; ".join(f"{until} {seconds:.2f} s" for until, seconds in startup.items())
+        + ". The target is on the first: importing the package and building `defs`, what "
+        "`dagster` waits for before it can do anything (the child prints a line once `defs` "
+        "exists). The second adds the interpreter's teardown of the modules of Dagster, dlt "
+        "and their dependencies, which no code of the package runs.",
         "- Each run's warehouse is checked afterwards: all three tables must hold every record "
         "the sample API serves, or the run counts as failed.",
         "- dlt's and Dagster's telemetry is off for every variant: phoning home measures the "
@@ -572,7 +575,7 @@ def _method_targets() -> list[str]:
         "issue's 14.9 s was measured against an API without latency; *time (c2) step/(e) "
         "work* compares the default with the 256MB setting it was measured with, on this run's "
         "API: <= 1.05x.",
-        f"  - *start-up `{STARTUP_TARGET}`* <= {STARTUP_LIMIT_S} s.",
+        f"  - *start-up `{STARTUP_TARGET}`, {STARTUP_BUILT}* <= {STARTUP_LIMIT_S} s (issue 4).",
         "  - *runs*: a variant whose every run failed is a row of its own, not met.",
         "- (c1)/(a) ratios have no target; each table's *Time ratios* line shows them. Sizes "
         "other than 1x and 10x (`small`, and the demo account of `--quick`) are held to the 1x "
@@ -606,7 +609,7 @@ def markdown(
     ]
     for result in results:
         lines += _section(result, labels)
-    lines += _targets_table(results, startup.get(STARTUP_TARGET))
+    lines += _targets_table(results, startup.get(STARTUP_BUILT))
     lines += ["## Method", ""]
     lines += _method_runs(results)
     lines += _method_measures(startup, startup_runs)
