@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 import dlt
+import pyarrow as pa
 from dlt.common.pipeline import get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR, LogCollector
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
@@ -186,8 +187,6 @@ def sync_settings() -> Iterator[None]:
     holds at once, Arrow's default pool, mimalloc, keeps ~10 MB more than malloc's does
     (docs/performance.md).
     """
-    import pyarrow as pa  # here, not at the top: with numpy, 0.16 s of loading the definitions
-
     notice, dlt_logger = _NoArrowHintNotice(), logging.getLogger("dlt")
     dlt_logger.addFilter(notice)
     freeze = gc.get_freeze_count() == 0  # a host's own freeze is not ours to undo

@@ -77,16 +77,6 @@ def test_the_definitions_load_before_any_setting_is_made(tmp_path: Path) -> None
     assert _python(code, env | {"DLT_DATA_DIR": str(tmp_path)}) == "3"
 
 
-def test_loading_the_definitions_leaves_the_warehouse_and_arrow_libraries_to_the_sync() -> None:
-    # start-up, what `dagster` waits for: DuckDB, pyarrow and numpy (0.3 s) load at the first sync
-    code = (
-        "import sys; from analytics_assets import defs; "
-        "print(sorted({'duckdb', 'pyarrow', 'numpy'} & set(sys.modules)))"
-    )
-
-    assert _python(code, dict(os.environ)) == "[]"
-
-
 def test_the_kinds_name_the_destination_dlt_resolves(tmp_path: Path) -> None:
     code = (
         "from analytics_assets import defs; from dagster import AssetKey; "

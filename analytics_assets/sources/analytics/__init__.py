@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import dlt
+import pyarrow as pa
 from dlt.common.configuration import with_config
 from dlt.common.configuration.exceptions import ConfigValueCannotBeCoercedException
-from dlt.common.typing import TDataItems
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.sources import DltResource
 from dlt.sources.helpers.rest_client.auth import APIKeyAuth
@@ -205,7 +205,7 @@ def analytics(
     if s.DIALECTS.get(dialect, {}).get("tests_per_project"):
 
         @dlt.transformer(data_from=projects, name=s.TESTS, columns=s.SCHEMA[s.TESTS], **HINTS)
-        def tests_per_project(page: list[dict[str, Any]]) -> Iterator[TDataItems]:
+        def tests_per_project(page: list[dict[str, Any]]) -> Iterator[pa.Table]:
             """Load tests, merged on id; each test's test_run_ids stay a JSON array on its row.
 
             Listed by GET /loadtests/v2/tests?project_id= for each project (data selector
@@ -217,7 +217,7 @@ def analytics(
         return [organizations, projects, tests_per_project]
 
     @dlt.resource(name=s.TESTS, columns=s.SCHEMA[s.TESTS], **HINTS)
-    def tests() -> Iterator[TDataItems]:
+    def tests() -> Iterator[pa.Table]:
         """Load tests, merged on id; each test's test_run_ids stay a JSON array on its row.
 
         Listed by GET /loadtests/v2/tests (data selector tests), paged.
@@ -248,7 +248,7 @@ def unserved(
 
 def arrow_batches(
     pages: Iterable[list[dict[str, Any]]], columns: dict[str, str], rows: int = ARROW_ROWS
-) -> Iterator[TDataItems]:
+) -> Iterator[pa.Table]:
     """Typed records as Arrow tables: dlt writes them to parquet as it extracts, no normalizing."""
     batch: list[dict[str, Any]] = []
     for page in pages:

@@ -29,7 +29,8 @@ PLACEHOLDER_TOKEN: Final = "paste-your-api-token-here"
 PAGE_PARAM: Final = "page"
 PAGE_SIZE_PARAM: Final = "page_size"
 PAGE_SIZE: Final = 32
-COUNT_PATH: Final = ("meta", "count")  # where a list may carry its length; the seed's has none
+# Where a list may carry its length: optional, the seed's contract has none.
+COUNT_PATH: Final = ("meta", "count")
 # Requests in flight across all lists: ~4x faster, kind to the API; fewer after a 429 (`Pacer`).
 CONCURRENCY: Final = 4
 
@@ -44,7 +45,8 @@ RUNTIME_DEFAULTS: Final[dict[str, float]] = {
     "request_timeout": 60.0,
     "request_max_retry_delay": 300.0,
 }
-LIMITS: Final[dict[str, tuple[float, float | None]]] = {  # lowest, highest (None: no highest)
+# The lowest and highest value of each numeric setting (None: no highest).
+LIMITS: Final[dict[str, tuple[float, float | None]]] = {
     "page_size": (1, 1000),
     "concurrency": (1, 64),
     "rate_limit_max_wait": (0, None),
@@ -54,7 +56,8 @@ LIMITS: Final[dict[str, tuple[float, float | None]]] = {  # lowest, highest (Non
     "request_max_retry_delay": (0, None),
 }
 
-SAMPLE_SIZE: Final = 10  # offending ids named in a check's or a ghost report's metadata, at most
+# Offending ids named in a check's or a ghost report's metadata, at most.
+SAMPLE_SIZE: Final = 10
 
 ORGANIZATIONS: Final = "organizations"
 PROJECTS: Final = "projects"
