@@ -77,14 +77,6 @@ def test_the_definitions_load_before_any_setting_is_made(tmp_path: Path) -> None
     assert _python(code, env | {"DLT_DATA_DIR": str(tmp_path)}) == "3"
 
 
-def test_loading_the_definitions_leaves_duckdb_to_the_first_sync() -> None:
-    # start-up, what `dagster` waits for: DuckDB (0.14 s) loads when a sync opens the warehouse.
-    # Not pyarrow: imported inside the sync step, it cost the step 0.3 s to save start-up 0.1 s
-    code = "import sys; from analytics_assets import defs; print('duckdb' in sys.modules)"
-
-    assert _python(code, dict(os.environ)) == "False"
-
-
 def test_the_kinds_name_the_destination_dlt_resolves(tmp_path: Path) -> None:
     code = (
         "from analytics_assets import defs; from dagster import AssetKey; "
