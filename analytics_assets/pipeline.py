@@ -45,9 +45,13 @@ def analytics_pipeline(
 def declared_pipeline() -> Any:
     """The pipeline the definitions describe, in a dir of its own.
 
-    dlt wipes a pipeline's dir it finds without state, as a running sync's is for a moment.
+    dlt wipes a pipeline's dir it finds without state, as a running sync's is for a moment. This
+    one has none until it is first made: processes that load the definitions take turns at it.
     """
-    return analytics_pipeline(pipelines_dir=os.path.join(get_dlt_pipelines_dir(), "definitions"))
+    pipelines_dir = os.path.join(get_dlt_pipelines_dir(), "definitions")
+    os.makedirs(pipelines_dir, exist_ok=True)
+    with _flock(os.path.join(pipelines_dir, f"{s.PIPELINE_NAME}.lock"), lambda _: None, False):
+        return analytics_pipeline(pipelines_dir=pipelines_dir)
 
 
 class SyncProgress(LogCollector):
