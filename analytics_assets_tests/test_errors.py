@@ -175,18 +175,27 @@ def test_an_unreachable_api_names_the_base_url(
     assert TOKEN not in output
 
 
-def test_dg_launch_ends_with_the_cause_too(working: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("cause", ["refused", "rejected-token"])
+def test_dg_launch_ends_with_the_cause_too(
+    api: SampleApiServer, working: dict[str, str], tmp_path: Path, cause: str
+) -> None:
     """`make demo`'s command: dg prints the step's error, then its own last words."""
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{closed_port()}" if cause == "refused" else api.url
     env = cli_env(tmp_path, **{**working, "SOURCES__ANALYTICS__BASE_URL": url})
     env["VIRTUAL_ENV"] = os.path.dirname(os.path.dirname(MATERIALIZE[0]))  # dg wants its venv
     dg_launch = [os.path.join(os.path.dirname(MATERIALIZE[0]), "dg"), "launch", "--assets", "*"]
     done = subprocess.run(dg_launch, cwd=REPO, env=env, capture_output=True, text=True)
 
+    line = {
+        "refused": f"Cannot reach the analytics API at {url}: the connection was refused. Check "
+        f"SOURCES__ANALYTICS__BASE_URL (now {url}).",
+        "rejected-token": "401 Client Error: Unauthorized for url: "
+        f"{url}/v3/organizations. The API rejected the token: set SOURCES__ANALYTICS__API_TOKEN",
+    }[cause]
     assert done.returncode != 0
-    assert f"Cannot reach the analytics API at {url}: the connection was refused." in last_lines(
-        done.stdout + done.stderr, 16
-    ), (done.stdout + done.stderr)[-3000:]
+    output = done.stdout + done.stderr
+    assert line in last_lines(output, 12), output[-3000:]
+    assert TOKEN not in output
 
 
 def test_an_api_that_does_not_answer_names_the_timeout(
