@@ -120,8 +120,8 @@ def _one_connection(
     config.update(credentials.global_config or {})
     # DuckDB opens a file that does not exist yet only to create it, read-write
     mode = ", READ_ONLY" if read_only and os.path.exists(path) else ""
-    # what DuckDB takes only when it opens; the rest is set after the user's extensions load
-    opening = {key: config[key] for key in ("temp_directory", "custom_user_agent") if key in config}
+    # what DuckDB takes only when it opens (as dlt's pool); the rest after the extensions load
+    opening = {key: config[key] for key in ("custom_user_agent",) if key in config}
     connection = duckdb.connect(config=opening)
     try:
         # attached, the file takes storage options; DuckDB names it as when it opens it, but

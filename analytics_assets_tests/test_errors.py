@@ -177,10 +177,11 @@ def test_an_unreachable_api_names_the_base_url(
 
 @pytest.mark.parametrize("cause", ["refused", "rejected-token"])
 def test_dg_launch_ends_with_the_cause_too(
-    api: SampleApiServer, working: dict[str, str], tmp_path: Path, cause: str
+    working: dict[str, str], tmp_path: Path, cause: str
 ) -> None:
     """`make demo`'s command: dg prints the step's error, then its own last words."""
-    url = f"http://127.0.0.1:{closed_port()}" if cause == "refused" else api.url
+    refused = f"http://127.0.0.1:{closed_port()}"
+    url = refused if cause == "refused" else working["SOURCES__ANALYTICS__BASE_URL"]
     env = cli_env(tmp_path, **{**working, "SOURCES__ANALYTICS__BASE_URL": url})
     env["VIRTUAL_ENV"] = os.path.dirname(os.path.dirname(MATERIALIZE[0]))  # dg wants its venv
     dg_launch = [os.path.join(os.path.dirname(MATERIALIZE[0]), "dg"), "launch", "--assets", "*"]

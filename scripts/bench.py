@@ -120,7 +120,7 @@ def measure_startup(code: str, runs: int) -> tuple[float, float]:
             child.stdout.read()
         exited_s = time.perf_counter() - start
         if child.returncode or said.strip() != b"ran":
-            raise RuntimeError(f"{code!r} failed (exit code {child.returncode})")
+            raise RuntimeError(f"{code!r} failed (exit code {child.returncode}, said {said!r})")
         if attempt:  # the first run only warms the page cache
             ran.append(ran_s)
             exited.append(exited_s)
